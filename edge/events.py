@@ -242,7 +242,8 @@ def describe(event: Event) -> str:
     spec = event.kind.spec
     where = ""
     if event.zone_id:
-        name = f" ({event.zone_name})" if event.zone_name and event.zone_name != event.zone_id else ""
+        named = event.zone_name and event.zone_name != event.zone_id
+        name = f" ({event.zone_name})" if named else ""
         where = f" zone {event.zone_id}{name}"
     if event.partition:
         where += f" [partition {event.partition}]"

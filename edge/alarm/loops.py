@@ -14,6 +14,7 @@ Pure functions only: no I/O, so the edges are testable exactly.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from enum import Enum
 
@@ -90,7 +91,7 @@ class LoopModel:
         """Adjacent bands that touch or overlap, including the hysteresis margin."""
         bands = self.bands
         bad = []
-        for lower, upper in zip(bands, bands[1:]):
+        for lower, upper in itertools.pairwise(bands):
             if lower.high * (1 + self.hysteresis) >= upper.low * (1 - self.hysteresis):
                 bad.append((lower, upper))
         return bad

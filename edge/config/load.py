@@ -29,7 +29,7 @@ _HINTS = {
     "extra_forbidden": "unknown key: remove it or check its spelling (see docs/configuration.md)",
     "missing": "required key is missing: add it",
     "literal_error": None,
-    "union_tag_invalid": "input.kind must be \"gpio\" or \"adc\"",
+    "union_tag_invalid": 'input.kind must be "gpio" or "adc"',
 }
 
 
@@ -39,13 +39,14 @@ def default_path() -> str:
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> SiteConfig:
-    """Read, validate and resolve a site configuration, or raise ConfigError listing all problems."""
+    """Read, validate and resolve a site configuration; ConfigError lists every problem."""
     p = Path(path or default_path())
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(str(p), ["file not found: create it (see hw-sim/sites/demo.toml) or "
-                                   "pass --config PATH"]) from None
+        raise ConfigError(
+            str(p), ["file not found: create it (see hw-sim/sites/demo.toml) or pass --config PATH"]
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(p), [f"cannot read the file: {exc}"]) from exc
     return parse_config(text, str(p))
@@ -64,10 +65,12 @@ def parse_config(text: str, name: str = "<config>") -> SiteConfig:
 
 
 def _resolve_paths(cfg: SiteConfig, base: Path) -> SiteConfig:
-    paths = cfg.paths.model_copy(update={
-        "data_dir": str((base / cfg.paths.data_dir).resolve()),
-        "run_dir": str((base / cfg.paths.run_dir).resolve()),
-    })
+    paths = cfg.paths.model_copy(
+        update={
+            "data_dir": str((base / cfg.paths.data_dir).resolve()),
+            "run_dir": str((base / cfg.paths.run_dir).resolve()),
+        }
+    )
     return cfg.model_copy(update={"paths": paths})
 
 
@@ -136,7 +139,7 @@ def _split(loc: list[Any]) -> tuple[tuple[Any, ...], str | None]:
     # A table is identified by the path up to the last list index, or its first element.
     idx = max((i for i, p in enumerate(parts) if isinstance(p, int)), default=-1)
     if idx >= 0:
-        return tuple(parts[: idx + 1]), next((str(p) for p in parts[idx + 1:]), None)
+        return tuple(parts[: idx + 1]), next((str(p) for p in parts[idx + 1 :]), None)
     if len(parts) == 1:
         return (), str(parts[0])
     return (parts[0],), str(parts[1])

@@ -25,34 +25,44 @@ class Strict(BaseModel):
 
 
 class SiteInfo(Strict):
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$",
-                    description="Site identifier used in every central topic (sites/<id>/...).")
+    id: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9-]{1,62}$",
+        description="Site identifier used in every central topic (sites/<id>/...).",
+    )
     name: str = Field("", max_length=120, description="Human name of the site.")
-    timezone: str = Field("UTC", max_length=64,
-                          description="IANA time zone used for arming schedules.")
+    timezone: str = Field(
+        "UTC", max_length=64, description="IANA time zone used for arming schedules."
+    )
 
 
 class Paths(Strict):
-    data_dir: str = Field("/var/lib/edge",
-                          description="Journal, outbox, clips. Relative paths are resolved "
-                                      "against the directory holding the configuration file.")
+    data_dir: str = Field(
+        "/var/lib/edge",
+        description="Journal, outbox, clips. Relative paths are resolved "
+        "against the directory holding the configuration file.",
+    )
     run_dir: str = Field("/run/edge", description="Runtime sockets.")
 
 
 class Bus(Strict):
-    url: str = Field("unix:///run/edge/broker.sock",
-                     description="Box broker: unix:///path/to.sock or mqtt://127.0.0.1:PORT "
-                                 "(loopback only: the box broker is never exposed).")
+    url: str = Field(
+        "unix:///run/edge/broker.sock",
+        description="Box broker: unix:///path/to.sock or mqtt://127.0.0.1:PORT "
+        "(loopback only: the box broker is never exposed).",
+    )
     keepalive_s: int = Field(30, ge=5, le=600, description="MQTT keepalive.")
-    queue_size: int = Field(1000, ge=10, le=100_000,
-                            description="Bound of every in-process bus queue.")
+    queue_size: int = Field(
+        1000, ge=10, le=100_000, description="Bound of every in-process bus queue."
+    )
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
         if v.startswith("unix://"):
-            if not v[len("unix://"):].startswith("/"):
-                raise ValueError("a unix socket URL needs an absolute path: unix:///run/edge/broker.sock")
+            if not v[len("unix://") :].startswith("/"):
+                raise ValueError(
+                    "a unix socket URL needs an absolute path: unix:///run/edge/broker.sock"
+                )
             return v
         m = re.fullmatch(r"mqtt://([^:/]+):(\d{1,5})", v)
         if not m:
@@ -69,15 +79,18 @@ class Adc(Strict):
     spi_port: int = Field(0, ge=0, le=1, description="SPI port of the ADC.")
     spi_device: int = Field(0, ge=0, le=1, description="SPI chip-select of the ADC.")
     vref: float = Field(3.3, ge=1.0, le=5.5, description="ADC reference voltage (V).")
-    pullup_ohms: float = Field(4700, ge=100, le=100_000,
-                               description="Pull-up from the reference to each ADC input (ohms).")
+    pullup_ohms: float = Field(
+        4700, ge=100, le=100_000, description="Pull-up from the reference to each ADC input (ohms)."
+    )
     sample_ms: int = Field(10, ge=2, le=500, description="Polling period of the ADC inputs.")
 
 
 class Hardware(Strict):
     backend: Literal["gpio", "sim"] = Field(
-        "gpio", description="gpio: real pins through gpiozero; sim: simulated pins and ADC "
-                            "driven by `edge sim` over the box bus.")
+        "gpio",
+        description="gpio: real pins through gpiozero; sim: simulated pins and ADC "
+        "driven by `edge sim` over the box bus.",
+    )
     adc: Adc = Field(default_factory=Adc, description="ADC for supervised loops.")
 
 
@@ -86,8 +99,9 @@ class GpioInput(Strict):
     pin: int = Field(ge=0, le=27, description="BCM GPIO number of the dry contact.")
     contact: Literal["nc", "no"] = Field("nc", description="Normally closed or normally open.")
     pull: Literal["up", "down"] = Field("up", description="Internal pull resistor.")
-    debounce_ms: int = Field(20, ge=0, le=1000,
-                             description="A change must hold this long before it counts.")
+    debounce_ms: int = Field(
+        20, ge=0, le=1000, description="A change must hold this long before it counts."
+    )
 
 
 class AdcInput(Strict):
@@ -96,18 +110,28 @@ class AdcInput(Strict):
     wiring: Literal["seol", "deol"] = Field("deol", description="Single or double end-of-line.")
     contact: Literal["nc", "no"] = Field("nc", description="Contact type (matters for SEOL).")
     eol_ohms: float = Field(4700, ge=100, le=47_000, description="EOL resistor (ohms).")
-    alarm_ohms: float = Field(4700, ge=100, le=47_000,
-                              description="Alarm resistor of a DEOL loop (ohms).")
-    tolerance: float = Field(0.10, ge=0.01, le=0.3,
-                             description="Band half-width as a fraction of the nominal value.")
-    hysteresis: float = Field(0.02, ge=0.0, le=0.1,
-                              description="Extra width of the current state's band.")
-    debounce_ms: int = Field(20, ge=0, le=1000,
-                             description="A new state must hold this long before it counts.")
+    alarm_ohms: float = Field(
+        4700, ge=100, le=47_000, description="Alarm resistor of a DEOL loop (ohms)."
+    )
+    tolerance: float = Field(
+        0.10, ge=0.01, le=0.3, description="Band half-width as a fraction of the nominal value."
+    )
+    hysteresis: float = Field(
+        0.02, ge=0.0, le=0.1, description="Extra width of the current state's band."
+    )
+    debounce_ms: int = Field(
+        20, ge=0, le=1000, description="A new state must hold this long before it counts."
+    )
 
     def model(self) -> LoopModel:
-        return LoopModel(self.wiring, self.contact, self.eol_ohms, self.alarm_ohms,
-                         self.tolerance, self.hysteresis)
+        return LoopModel(
+            self.wiring,
+            self.contact,
+            self.eol_ohms,
+            self.alarm_ohms,
+            self.tolerance,
+            self.hysteresis,
+        )
 
     @model_validator(mode="after")
     def _bands(self) -> AdcInput:
@@ -115,14 +139,24 @@ class AdcInput(Strict):
             raise ValueError(
                 f"resistor bands overlap: {lower.state.value} up to {lower.high:.0f} ohms and "
                 f"{upper.state.value} from {upper.low:.0f} ohms; choose resistors further apart "
-                f"(e.g. eol_ohms=4700, alarm_ohms=4700) or a smaller tolerance")
+                f"(e.g. eol_ohms=4700, alarm_ohms=4700) or a smaller tolerance"
+            )
         return self
 
 
 InputSpec = Annotated[GpioInput | AdcInput, Field(discriminator="kind")]
 
-ZoneType = Literal["instant", "delayed", "tamper", "panic", "holdup", "fire", "technical",
-                   "box_tamper", "keyswitch"]
+ZoneType = Literal[
+    "instant",
+    "delayed",
+    "tamper",
+    "panic",
+    "holdup",
+    "fire",
+    "technical",
+    "box_tamper",
+    "keyswitch",
+]
 
 
 class Zone(Strict):
@@ -132,12 +166,15 @@ class Zone(Strict):
     partition: str = Field("main", pattern=ID_PATTERN, description="Partition it belongs to.")
     input: InputSpec = Field(description="Where the loop is wired.")
     part_set: bool = Field(False, description="Also active when the partition is part-set.")
-    entry_delay_s: int | None = Field(None, ge=0, le=ENTRY_DELAY_MAX_S,
-                                      description="Override of the partition entry delay.")
+    entry_delay_s: int | None = Field(
+        None, ge=0, le=ENTRY_DELAY_MAX_S, description="Override of the partition entry delay."
+    )
     technical: Literal["flood", "freezer", "mains", "battery", "other"] = Field(
-        "other", description="What a technical zone watches (sets the event codes).")
+        "other", description="What a technical zone watches (sets the event codes)."
+    )
     keyswitch_mode: Literal["maintained", "momentary"] = Field(
-        "maintained", description="Keyswitch: contact held = armed, or each press toggles.")
+        "maintained", description="Keyswitch: contact held = armed, or each press toggles."
+    )
 
     @property
     def label(self) -> str:
@@ -150,21 +187,30 @@ Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 class Schedule(Strict):
     days: list[Day] = Field(min_length=1, description="Days the schedule applies.")
     arm: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="Arming time HH:MM.")
-    disarm: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
-                               description="Disarming time HH:MM (none: stays armed).")
+    disarm: str | None = Field(
+        None,
+        pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
+        description="Disarming time HH:MM (none: stays armed).",
+    )
     mode: Literal["full", "part"] = Field("full", description="Full or part-set.")
 
 
 class Partition(Strict):
     id: str = Field(pattern=ID_PATTERN, description="Partition identifier.")
     name: str = Field("", max_length=80, description="Name an operator reads.")
-    entry_delay_s: int = Field(30, ge=0, le=ENTRY_DELAY_MAX_S,
-                               description="Entry delay of delayed zones (EN 50131: max 45 s).")
+    entry_delay_s: int = Field(
+        30,
+        ge=0,
+        le=ENTRY_DELAY_MAX_S,
+        description="Entry delay of delayed zones (EN 50131: max 45 s).",
+    )
     exit_delay_s: int = Field(30, ge=0, le=300, description="Exit delay after arming.")
-    swinger_limit: int = Field(3, ge=1, le=20,
-                               description="Alarms per zone per arming period before shutdown.")
+    swinger_limit: int = Field(
+        3, ge=1, le=20, description="Alarms per zone per arming period before shutdown."
+    )
     confirmation_window_min: int = Field(
-        30, ge=30, le=60, description="Two different zones within this window confirm an alarm.")
+        30, ge=30, le=60, description="Two different zones within this window confirm an alarm."
+    )
     schedules: list[Schedule] = Field(default_factory=list, description="Automatic arming.")
 
 
@@ -175,8 +221,9 @@ class Output(Strict):
     active_high: bool = Field(True, description="Relay energised by a high level.")
     mode: Literal["latched", "pulsed"] = Field("latched", description="Stay on, or pulse.")
     pulse_s: float = Field(1.0, ge=0.1, le=60, description="Pulse length for pulsed outputs.")
-    max_on_s: float = Field(900, ge=1, le=86_400,
-                            description="Safety limit: the output is turned off after this.")
+    max_on_s: float = Field(
+        900, ge=1, le=86_400, description="Safety limit: the output is turned off after this."
+    )
 
 
 class SirenRule(Strict):
@@ -186,9 +233,13 @@ class SirenRule(Strict):
 
 
 class Journal(Strict):
-    keep_events: int = Field(10_000, ge=500, le=10_000_000,
-                             description="Never prune below this many events.")
-    keep_days: int = Field(365, ge=30, le=3650,
-                           description="Never prune events younger than this.")
-    max_events: int = Field(1_000_000, ge=10_000, le=50_000_000,
-                            description="Hard bound: beyond this the oldest go first.")
+    keep_events: int = Field(
+        10_000, ge=500, le=10_000_000, description="Never prune below this many events."
+    )
+    keep_days: int = Field(365, ge=30, le=3650, description="Never prune events younger than this.")
+    max_events: int = Field(
+        1_000_000,
+        ge=10_000,
+        le=50_000_000,
+        description="Hard bound: beyond this the oldest go first.",
+    )

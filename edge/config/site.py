@@ -26,8 +26,10 @@ class SiteConfig(Strict):
     bus: Bus = Field(default_factory=Bus, description="The box broker.")
     hardware: Hardware = Field(default_factory=Hardware, description="Pins and ADC.")
     journal: Journal = Field(default_factory=Journal, description="Event journal retention.")
-    partitions: list[Partition] = Field(default_factory=lambda: [Partition(id="main")],
-                                        description="Areas armed and disarmed together.")
+    partitions: list[Partition] = Field(
+        default_factory=lambda: [Partition(id="main")],
+        description="Areas armed and disarmed together.",
+    )
     zones: list[Zone] = Field(default_factory=list, max_length=64, description="Alarm inputs.")
     outputs: list[Output] = Field(default_factory=list, max_length=32, description="Relays.")
     siren: SirenRule | None = Field(None, description="Local siren rule.")
@@ -57,23 +59,34 @@ class SiteConfig(Strict):
         if any(z.input.kind == "adc" for z in self.zones):
             for pin in (8, 9, 10, 11) if self.hardware.adc.spi_port == 0 else (16, 19, 20, 21):
                 users.setdefault(pin, []).append("the ADC (SPI)")
-        return [f"GPIO {pin} is used by {' and '.join(who)}: give each its own pin"
-                for pin, who in sorted(users.items()) if len(who) > 1]
+        return [
+            f"GPIO {pin} is used by {' and '.join(who)}: give each its own pin"
+            for pin, who in sorted(users.items())
+            if len(who) > 1
+        ]
 
     def _channels(self) -> list[str]:
         count = Counter(z.input.channel for z in self.zones if z.input.kind == "adc")
-        return [f"ADC channel {ch} is used by {n} zones: give each loop its own channel"
-                for ch, n in sorted(count.items()) if n > 1]
+        return [
+            f"ADC channel {ch} is used by {n} zones: give each loop its own channel"
+            for ch, n in sorted(count.items())
+            if n > 1
+        ]
 
     def _references(self) -> list[str]:
         parts = {p.id for p in self.partitions}
         outs = {o.id for o in self.outputs}
-        problems = [f"zone {z.id!r} is in partition {z.partition!r}, which is not defined: "
-                    f"add [[partitions]] id = {z.partition!r} or fix the zone"
-                    for z in self.zones if z.partition not in parts]
+        problems = [
+            f"zone {z.id!r} is in partition {z.partition!r}, which is not defined: "
+            f"add [[partitions]] id = {z.partition!r} or fix the zone"
+            for z in self.zones
+            if z.partition not in parts
+        ]
         if self.siren and self.siren.output not in outs:
-            problems.append(f"siren.output {self.siren.output!r} is not an output: "
-                            f"add [[outputs]] id = {self.siren.output!r} or fix the name")
+            problems.append(
+                f"siren.output {self.siren.output!r} is not an output: "
+                f"add [[outputs]] id = {self.siren.output!r} or fix the name"
+            )
         for z in self.zones:
             if z.technical != "other" and z.type != "technical":
                 problems.append(f"zone {z.id!r}: 'technical' only applies to type = \"technical\"")
@@ -87,5 +100,8 @@ class SiteConfig(Strict):
 
 
 def _duplicates(section: str, ids: list[str]) -> list[str]:
-    return [f"{section}: id {i!r} appears {n} times; ids must be unique"
-            for i, n in Counter(ids).items() if n > 1]
+    return [
+        f"{section}: id {i!r} appears {n} times; ids must be unique"
+        for i, n in Counter(ids).items()
+        if n > 1
+    ]
