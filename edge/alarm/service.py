@@ -1,0 +1,361 @@
+"""edge-alarm: inputs → zone logic → journal → box bus, supervised and watched by systemd.
+
+Order of truth: an event is first committed to the journal (fsync), then published. The bus
+publisher works from the journal with a cursor, so a broker outage or a restart never loses
+an event on the box bus; at worst an event is published twice, with the same id.
+
+This module must never import numpy, av, aiortc or picamera2 (see ARCHITECTURE §2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from edge import __version__, system
+from edge.alarm.inputs import Inputs, Reading
+from edge.alarm.outputs import OutputBank
+from edge.alarm.panel import AlarmPanel, Outcome
+from edge.alarm.state import PanelStateFile
+from edge.bus import Bus, Message, Topics
+from edge.config import SiteConfig
+from edge.errors import BusError, CommandError
+from edge.events import Event, Kind
+from edge.hw.pins import make_pin_factory
+from edge.journal import Journal, journal_path
+from edge.tasks import supervise
+
+log = logging.getLogger(__name__)
+
+PRUNE_EVERY_S = 3600.0
+TICK_MAX_S = 1.0
+
+
+class AlarmService:
+    """Owns every part of edge-alarm and the loops that connect them."""
+
+    def __init__(self, cfg: SiteConfig) -> None:
+        self.cfg = cfg
+        self.loop = asyncio.get_running_loop()
+        data = Path(cfg.paths.data_dir)
+        self.journal = Journal(
+            journal_path(cfg),
+            keep_events=cfg.journal.keep_events,
+            keep_days=cfg.journal.keep_days,
+            max_events=cfg.journal.max_events,
+        )
+        self.panel = AlarmPanel(cfg)
+        self.state_file = PanelStateFile(data / "panel-state.json")
+        self.cursor = BusCursor(data / "bus-cursor")
+        self.bus = Bus(cfg.bus.url, f"edge-alarm-{cfg.site.id}", queue_size=cfg.bus.queue_size,
+                       keepalive=cfg.bus.keepalive_s)
+        self.factory = make_pin_factory(cfg.hardware)
+        self.outputs = OutputBank(cfg.outputs, self.factory, self.loop, self._journal_one)
+        self.inputs = Inputs(cfg, self.factory, self.loop, self._on_reading)
+        self.sim: Any = None
+        self.watchdog = system.Watchdog()
+        self.new_event = asyncio.Event()
+        self.dirty_zones: set[str] = set()
+        self.zone_dirty = asyncio.Event()
+        self.started = time.monotonic()
+
+    # -- event flow -------------------------------------------------------------------------
+    def _journal_one(self, event: Event) -> None:
+        self.journal.append(event)
+        self.new_event.set()
+
+    def _apply(self, outcome: Outcome) -> Outcome:
+        """Commit an outcome: journal first, then outputs, then state for the bus."""
+        if outcome.events:
+            self.journal.append_many(outcome.events)
+            self.new_event.set()
+            for ev in outcome.events:
+                if ev.zone_id:
+                    self.dirty_zones.add(ev.zone_id)
+                if ev.kind.spec.category.value == "arming":
+                    self.state_file.save(self.panel.arming_state())
+        for action in outcome.actions:
+            try:
+                if action.op == "on":
+                    self.outputs.on(action.output, reason=action.reason)
+                else:
+                    self.outputs.off(action.output, reason=action.reason)
+            except CommandError as exc:
+                log.error("output action %s failed: %s", action, exc)
+        self.zone_dirty.set()
+        return outcome
+
+    def _on_reading(self, reading: Reading) -> None:
+        details = {k: round(v, 3) for k, v in (("volts", reading.volts), ("ohms", reading.ohms))
+                   if v is not None and v != float("inf")}
+        now = reading.mono_ns / 1e9
+        self._apply(self.panel.loop_changed(reading.zone_id, reading.state, now, details or None))
+        self.dirty_zones.add(reading.zone_id)
+
+    # -- loops ------------------------------------------------------------------------------
+    async def publisher(self) -> None:
+        """Publish journal rows after the cursor on edge/events, in order, waiting for PUBACK."""
+        self.watchdog.register("publisher", max_silence=30.0)
+        backoff = 0.1
+        while True:
+            self.watchdog.beat("publisher")
+            rows = self.journal.since(self.cursor.seq, limit=200)
+            if not rows:
+                self.new_event.clear()
+                rows = self.journal.since(self.cursor.seq, limit=200)
+                if not rows:
+                    try:
+                        await asyncio.wait_for(self.new_event.wait(), 1.0)
+                    except asyncio.TimeoutError:
+                        pass
+                    continue
+            try:
+                for ev in rows:
+                    await self.bus.publish(Topics.EVENTS, ev.to_dict(), qos=1, timeout=5.0)
+                    self.cursor.advance(ev.seq)
+                backoff = 0.1
+            except BusError as exc:
+                log.warning("box bus unavailable, %d event(s) waiting: %s", len(rows), exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def zone_states(self) -> None:
+        """Publish each changed zone's state, retained; only the latest state matters."""
+        self.watchdog.register("zone_states", max_silence=30.0)
+        self.dirty_zones.update(z.id for z in self.cfg.zones)
+        while True:
+            self.watchdog.beat("zone_states")
+            try:
+                await asyncio.wait_for(self.zone_dirty.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+            self.zone_dirty.clear()
+            while self.dirty_zones:
+                zone_id = self.dirty_zones.pop()
+                try:
+                    await self.bus.publish(Topics.zone_state(zone_id), self.zone_payload(zone_id),
+                                           retain=True, timeout=5.0)
+                except BusError:
+                    self.dirty_zones.add(zone_id)
+                    await asyncio.sleep(1.0)
+                    break
+            try:
+                await self.bus.publish(Topics.ALARM_STATUS, self.status(), retain=True, timeout=5.0)
+            except BusError:
+                await asyncio.sleep(1.0)
+
+    def zone_payload(self, zone_id: str) -> dict[str, Any]:
+        payload = {"v": 1, **self.panel.zone_status(zone_id)}
+        reading = self.inputs.snapshot().get(zone_id)
+        if reading is not None:
+            payload["volts"] = reading.volts
+            payload["ohms"] = None if reading.ohms == float("inf") else reading.ohms
+        return payload
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "site": self.cfg.site.id,
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "journal_seq": self.journal.last_seq(),
+            "panel": self.panel.status(),
+            "outputs": self.outputs.states(),
+        }
+
+    async def ticker(self) -> None:
+        """Drive delays, schedules, bell cut-off and journal pruning."""
+        self.watchdog.register("ticker", max_silence=10.0)
+        tz = _zone(self.cfg.site.timezone)
+        next_prune = time.monotonic() + 60.0
+        while True:
+            now = time.monotonic()
+            self._apply(self.panel.tick(now, dt.datetime.now(tz)))
+            if now >= next_prune:
+                next_prune = now + PRUNE_EVERY_S
+                self._prune()
+            self.watchdog.beat("ticker")
+            deadline = self.panel.next_deadline()
+            delay = TICK_MAX_S if deadline is None else min(TICK_MAX_S, max(0.0, deadline - now))
+            await asyncio.sleep(delay)
+
+    def _prune(self) -> None:
+        removed = self.journal.prune()
+        if removed:
+            self._journal_one(Event(Kind.JOURNAL_PRUNED, details={"removed": removed}))
+
+    async def adc(self) -> None:
+        self.watchdog.register("inputs", max_silence=10.0)
+        await self.inputs.run_adc(beat=lambda: self.watchdog.beat("inputs"))
+
+    async def commands(self) -> None:
+        """Local commands on edge/alarm/cmd (arm, disarm, bypass, output) for the CLI and tests."""
+        sub = self.bus.subscribe(Topics.ALARM_CMD)
+        async for msg in sub:
+            await self._reply(msg, self._command(msg))
+
+    def _command(self, msg: Message) -> dict[str, Any]:
+        try:
+            req = msg.json()
+            if not isinstance(req, dict):
+                raise CommandError("a command is a JSON object such as {\"action\": \"arm\"}")
+            return {"ok": True, **self.execute(req)}
+        except CommandError as exc:
+            return {"ok": False, "reason": str(exc)}
+
+    def execute(self, req: dict[str, Any]) -> dict[str, Any]:
+        action = req.get("action")
+        now = time.monotonic()
+        user = req.get("user")
+        if action in ("arm", "disarm"):
+            part = str(req.get("partition") or self.cfg.partitions[0].id)
+            if action == "arm":
+                mode = "part" if req.get("mode") == "part" else "full"
+                out = self.panel.arm(part, mode, now, force=bool(req.get("force")),
+                                     source="command", user=user)
+            else:
+                out = self.panel.disarm(part, now, source="command", user=user)
+            self._apply(out)
+            if not out.ok:
+                raise CommandError(out.reason)
+            return {"partition": self.panel.partition_status(part)}
+        if action in ("bypass", "unbypass"):
+            zone = str(req.get("zone"))
+            fn = self.panel.bypass if action == "bypass" else self.panel.unbypass
+            out = self._apply(fn(zone, now, source="command", user=user))
+            if not out.ok:
+                raise CommandError(out.reason)
+            return {"zone": self.panel.zone_status(zone)}
+        if action in ("on", "off", "pulse"):
+            output = str(req.get("output"))
+            if action == "pulse":
+                return self.outputs.pulse(output, req.get("seconds"), reason="command", user=user)
+            return getattr(self.outputs, action)(output, reason="command", user=user)  # type: ignore[no-any-return]
+        if action == "status":
+            return self.status()
+        raise CommandError(f"unknown action {action!r}: use arm, disarm, bypass, unbypass, "
+                           "on, off, pulse or status")
+
+    async def _reply(self, msg: Message, result: dict[str, Any]) -> None:
+        try:
+            req = msg.json()
+        except CommandError:
+            req = {}
+        topic = req.get("reply") if isinstance(req, dict) else None
+        if not isinstance(topic, str) or not topic.startswith("edge/"):
+            topic = Topics.ALARM_CMD_RESULT
+        await self.bus.publish(topic, {"v": 1, **result}, timeout=5.0)
+
+    async def simulator(self) -> None:
+        """In sim mode, `edge sim` sets loops over the bus (edge/sim/zones/<id>/set)."""
+        from edge.hw.sim import SimHardware
+
+        self.sim = SimHardware(self.cfg, self.factory)
+        sub = self.bus.subscribe(Topics.SIM_SET_ALL)
+        async for msg in sub:
+            zone_id = msg.topic.split("/")[3]
+            text = msg.payload.decode("utf-8", "replace").strip()
+            reply = None
+            if text.startswith("{"):
+                try:
+                    body = msg.json()
+                    text, reply = str(body.get("cmd", "")), body.get("reply")
+                except (CommandError, AttributeError):
+                    pass
+            try:
+                result = {"ok": True, "zone": zone_id, "said": self.sim.apply(zone_id, text)}
+            except CommandError as exc:
+                result = {"ok": False, "zone": zone_id, "reason": str(exc)}
+            if isinstance(reply, str) and reply.startswith("edge/sim/"):
+                await self.bus.publish(reply, result, timeout=5.0)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Bring inputs up and restore the arming state before declaring READY."""
+        self._journal_one(Event(Kind.SERVICE_STARTED, details={"version": __version__}))
+        if self.cursor.seq == 0:
+            self.cursor.advance(self.journal.last_seq() - 1)
+        self.outputs.start()
+        self.inputs.start()
+        saved = self.state_file.load()
+        if saved:
+            self._apply(self.panel.restore_arming(saved, time.monotonic()))
+
+    async def run(self) -> None:
+        await self.bus.start()
+        loops = {
+            "publisher": self.publisher(),
+            "zone_states": self.zone_states(),
+            "ticker": self.ticker(),
+            "adc": self.adc(),
+            "commands": self.commands(),
+            "watchdog": self.watchdog.run(),
+        }
+        if self.cfg.hardware.backend == "sim":
+            loops["simulator"] = self.simulator()
+        await supervise(loops)
+
+    async def close(self) -> None:
+        self.inputs.close()
+        self.outputs.close()
+        await self.bus.close()
+        self.journal.close()
+
+
+class BusCursor:
+    """Last journal seq published on the bus; replaced atomically, not fsynced (duplicates are
+    harmless because event ids are stable, losses are not)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.seq = int(path.read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            self.seq = 0
+
+    def advance(self, seq: int) -> None:
+        self.seq = max(0, seq)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(str(self.seq))
+        tmp.replace(self.path)
+
+
+def _zone(name: str) -> dt.tzinfo:
+    try:
+        from zoneinfo import ZoneInfo
+
+        return ZoneInfo(name)
+    except Exception:  # noqa: BLE001 - an unknown zone must not stop the alarm path
+        log.warning("unknown time zone %r, schedules use UTC", name)
+        return dt.timezone.utc
+
+
+async def run_alarm(cfg: SiteConfig) -> int:
+    """Entry point of `edge run alarm`: returns the process exit code."""
+    service = AlarmService(cfg)
+    service.start()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        service.loop.add_signal_handler(sig, stop.set)
+    zones = len(cfg.zones)
+    system.ready(f"monitoring {zones} zone(s) of site {cfg.site.id}")
+    log.info("edge-alarm %s ready: site %s, %d zone(s), backend %s", __version__, cfg.site.id,
+             zones, cfg.hardware.backend)
+    runner = asyncio.create_task(service.run(), name="service")
+    stopper = asyncio.create_task(stop.wait(), name="stop")
+    try:
+        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        system.stopping()
+        runner.cancel()
+        stopper.cancel()
+        await asyncio.gather(runner, stopper, return_exceptions=True)
+        await service.close()
+    if runner.done() and not runner.cancelled() and runner.exception():
+        return 70
+    return 0

@@ -1,0 +1,61 @@
+"""`edge` command line: one entry point, one module per subcommand under edge/commands/.
+
+Subcommand modules import only what they need inside their ``run`` functions, so that
+`edge run alarm` starts fast and never pulls in video libraries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from edge import __version__
+from edge.errors import EX_CONFIG, EX_SOFTWARE, EX_USAGE, CommandError, ConfigError, EdgeError
+
+# Subcommand modules, each exposing register(subparsers, parents).
+COMMANDS = ("config", "run", "events", "panel", "sim", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        default=None,
+        help="site configuration (default: $EDGE_CONFIG, else /etc/edge/site.toml)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="edge",
+        description="Site box firmware: alarm loops, event journal, transmission, video.",
+    )
+    parser.add_argument("--version", action="version", version=f"edge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        module = importlib.import_module(f"edge.commands.{name}")
+        module.register(sub, [common])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EX_USAGE
+    except EdgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EX_SOFTWARE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""`edge demo`: the whole site box on simulated hardware, in one terminal.
+
+Starts a box broker (mosquitto), edge-alarm on the demo site, then follows the journal.
+Everything it starts is stopped on Ctrl-C. Nothing outside the repository's .demo/ changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from edge.errors import EX_CONFIG, EX_UNAVAILABLE, ConfigError
+
+DEMO_SITE = Path("hw-sim/sites/demo.toml")
+
+
+def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("demo", help="run the site box on simulated hardware",
+                            parents=parents)
+    parser.add_argument("--no-follow", action="store_true",
+                        help="start everything, print how to use it, and wait (no event list)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge.config import load_config
+
+    path = Path(args.config) if args.config else DEMO_SITE
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EX_CONFIG
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        procs.append(_start_broker(cfg))
+        procs.append(_start_alarm(path))
+        if not _wait_ready(cfg, procs[-1]):
+            return EX_UNAVAILABLE
+        _explain(path, cfg)
+        if args.no_follow:
+            while all(p.poll() is None for p in procs):
+                time.sleep(0.5)
+            return EX_UNAVAILABLE
+        return _follow(path)
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+
+
+def _start_broker(cfg: Any) -> subprocess.Popen[bytes]:
+    from edge.uplink.broker import mosquitto_binary, write_config
+
+    if _listening(cfg.bus.url):
+        raise ConfigError("bus.url", [f"something already listens on {cfg.bus.url}: stop it "
+                                      "(another demo?) or change bus.url in the demo site"])
+    run_dir = Path(cfg.paths.run_dir)
+    conf = write_config(cfg, run_dir / "mosquitto.conf")
+    log = open(run_dir / "mosquitto.log", "ab")  # noqa: SIM115 - owned by the child
+    print(f"· box broker (mosquitto) on {cfg.bus.url}, log {run_dir / 'mosquitto.log'}")
+    return subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=log, stderr=log)
+
+
+def _start_alarm(path: Path) -> subprocess.Popen[bytes]:
+    exe = Path(sys.executable).with_name("edge")
+    cmd = [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else ["-m", "edge.cli"]),
+           "run", "alarm", "--config", str(path)]
+    print(f"· edge-alarm: {shlex.join(cmd)}")
+    return subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _listening(url: str) -> bool:
+    if not url.startswith("mqtt://"):
+        return Path(url[len("unix://"):]).exists()
+    host, port = url[len("mqtt://"):].rsplit(":", 1)
+    with socket.socket() as s:
+        s.settimeout(0.3)
+        return s.connect_ex((host, int(port))) == 0
+
+
+def _wait_ready(cfg: Any, alarm: subprocess.Popen[bytes], timeout: float = 10.0) -> bool:
+    """Ready when edge-alarm has published its retained status on the box bus."""
+    from edge.bus import Topics, request_once
+    from edge.errors import BusError
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if alarm.poll() is not None:
+            print(f"edge-alarm exited with code {alarm.returncode}; see its messages above",
+                  file=sys.stderr)
+            return False
+        try:
+            request_once(cfg.bus.url, "edge/demo/ping", b"", Topics.ALARM_STATUS, timeout=1.0)
+            return True
+        except (BusError, TimeoutError):
+            time.sleep(0.2)
+    print("edge-alarm did not come up within 10 s", file=sys.stderr)
+    return False
+
+
+def _explain(path: Path, cfg: Any) -> None:
+    edge = shlex.quote(str(Path(sys.executable).with_name("edge")))
+    c = f"--config {shlex.quote(str(path))}"
+    zones = ", ".join(z.id for z in cfg.zones)
+    print(f"""
+The site box is running on simulated hardware (site {cfg.site.id}; zones: {zones}).
+In another terminal, from this directory:
+
+  {edge} sim trip lid {c}           # box tamper: reported even when disarmed
+  {edge} sim restore lid {c}
+  {edge} panel arm {c}              # exit delay {cfg.partitions[0].exit_delay_s} s
+  {edge} sim trip hall {c}          # instant zone: burglary alarm, siren on
+  {edge} sim trip window {c}        # second zone: confirmed alarm (BV / 139)
+  {edge} sim set hall 2000 {c}      # a reading between bands: loop fault
+  {edge} panel disarm {c}
+  {edge} events verify {c}          # check the journal's hash chain
+  mosquitto_sub -p {cfg.bus.url.rsplit(':', 1)[-1]} -t 'edge/#' -v   # watch the box bus
+
+Events appear below as they are journaled. Ctrl-C stops everything.
+""")
+
+
+def _follow(path: Path) -> int:
+    from edge.cli import main
+
+    try:
+        return main(["events", "--follow", "--limit", "20", "--config", str(path)])
+    except KeyboardInterrupt:
+        return 0
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

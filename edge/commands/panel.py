@@ -1,0 +1,77 @@
+"""`edge panel arm|disarm|bypass|unbypass|output|status`: operate the panel from the box.
+
+For installers and maintainers on site (and the demo); the central station uses signed
+commands instead. Requests go to edge-alarm over the box bus and wait for its answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from edge.errors import EX_CONFIG, EX_USAGE, CommandError, ConfigError
+
+
+def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("panel", help="arm, disarm, bypass, outputs, status",
+                            parents=parents)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    arm = actions.add_parser("arm", help="arm a partition", parents=parents)
+    arm.add_argument("partition", nargs="?")
+    arm.add_argument("--part", action="store_true", help="part-set (perimeter only)")
+    arm.add_argument("--force", action="store_true", help="bypass open zones and arm")
+    disarm = actions.add_parser("disarm", help="disarm a partition", parents=parents)
+    disarm.add_argument("partition", nargs="?")
+    for name in ("bypass", "unbypass"):
+        p = actions.add_parser(name, help=f"{name} a zone", parents=parents)
+        p.add_argument("zone")
+    out = actions.add_parser("output", help="switch a relay output", parents=parents)
+    out.add_argument("output")
+    out.add_argument("op", choices=["on", "off", "pulse"])
+    out.add_argument("--seconds", type=float, default=None, help="pulse length")
+    actions.add_parser("status", help="panel, zones and outputs", parents=parents)
+    for p in actions.choices.values():
+        p.add_argument("--user", default=None, help="who is acting (journaled)")
+        p.set_defaults(func=run)
+
+
+def request_of(args: argparse.Namespace) -> dict[str, Any]:
+    action = args.action
+    req: dict[str, Any] = {"action": action, "user": args.user}
+    if action == "arm":
+        req.update(partition=args.partition, mode="part" if args.part else "full",
+                   force=args.force)
+    elif action == "disarm":
+        req["partition"] = args.partition
+    elif action in ("bypass", "unbypass"):
+        req["zone"] = args.zone
+    elif action == "output":
+        req.update(action=args.op, output=args.output, seconds=args.seconds)
+    return req
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge.bus import Topics
+    from edge.commands.remote import ask
+    from edge.config import load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EX_CONFIG
+    try:
+        answer = ask(cfg.bus.url, Topics.ALARM_CMD, request_of(args), "edge/alarm/reply",
+                     "edge-alarm")
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EX_USAGE
+    if not answer.pop("ok", False):
+        print(f"refused: {answer.get('reason')}", file=sys.stderr)
+        return 1
+    answer.pop("v", None)
+    print(json.dumps(answer, indent=2, sort_keys=True))
+    return 0

@@ -1,0 +1,47 @@
+"""`edge run alarm|broker`: the long-running services (started by systemd on a box)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from edge.errors import EX_CONFIG, ConfigError
+
+
+def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("run", help="run a service (alarm, broker)", parents=parents)
+    parser.add_argument("service", choices=["alarm", "broker"], help="which service")
+    parser.add_argument("--log-level", default=os.environ.get("EDGE_LOG_LEVEL", "INFO"),
+                        help="DEBUG, INFO, WARNING (default INFO)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge.config import load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EX_CONFIG
+    if args.service == "broker":
+        return _broker(cfg)
+    import asyncio
+
+    from edge import system
+    from edge.alarm.service import run_alarm
+
+    system.setup_logging("edge-alarm", args.log_level)
+    return asyncio.run(run_alarm(cfg))
+
+
+def _broker(cfg: Any) -> int:
+    from edge.uplink.broker import mosquitto_binary, write_config
+
+    conf = write_config(cfg, Path(cfg.paths.run_dir) / "mosquitto.conf")
+    binary = mosquitto_binary()
+    os.execv(binary, [binary, "-c", str(conf)])
+    return 0  # pragma: no cover - execv does not return
