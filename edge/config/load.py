@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from edge.config.site import SiteConfig
+from edge.config.site import CROSS_SEPARATOR, SiteConfig
 from edge.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -60,7 +60,10 @@ def parse_config(text: str, name: str = "<config>") -> SiteConfig:
     try:
         cfg = SiteConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(name, [_format(err, text, data, name) for err in exc.errors()]) from exc
+        problems = []
+        for err in exc.errors():
+            problems.extend(_format(err, text, data, name))
+        raise ConfigError(name, problems) from exc
     return _resolve_paths(cfg, Path(name).resolve().parent)
 
 
@@ -74,16 +77,37 @@ def _resolve_paths(cfg: SiteConfig, base: Path) -> SiteConfig:
     return cfg.model_copy(update={"paths": paths})
 
 
-def _format(err: Any, text: str, data: dict[str, Any], name: str) -> str:
+def _format(err: Any, text: str, data: dict[str, Any], name: str) -> list[str]:
     loc = [part for part in err["loc"] if not _is_union_tag(part)]
+    if not loc and err["type"] == "value_error":
+        return [_cross(msg, text, name) for msg in _message(err).split(CROSS_SEPARATOR)]
     key = _key_path(loc, data)
     line = locate(text, loc)
     where = f"{name}:{line}" if line else name
     hint = _HINTS.get(err["type"])
-    msg = err["msg"].removeprefix("Value error, ")
+    msg = _message(err)
     if err["type"] == "literal_error":
         msg = f"{msg} (got {err.get('input')!r})"
-    return f"{where}: {key or '(top level)'}: {msg}" + (f" — {hint}" if hint else "")
+    return [f"{where}: {key or '(top level)'}: {msg}" + (f" — {hint}" if hint else "")]
+
+
+def _message(err: Any) -> str:
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
+def _cross(msg: str, text: str, name: str) -> str:
+    """A rule spanning sections: point at the line of the last item it names."""
+    ids = re.findall(r"(?:zone|output) '([^']+)'", msg)
+    key = re.match(r"^([a-z_]+)\.([a-z_]+) ", msg)
+    line = locate(text, [key.group(1), key.group(2)]) if key else None
+    for ident in ids:
+        pattern = re.compile(rf"^\s*id\s*=\s*[\"']{re.escape(ident)}[\"']", re.M)
+        m = None
+        for m in pattern.finditer(text):
+            pass
+        if m:
+            line = text.count("\n", 0, m.start()) + 1
+    return f"{name}:{line}: {msg}" if line else f"{name}: {msg}"
 
 
 def _is_union_tag(part: Any) -> bool:

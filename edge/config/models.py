@@ -225,6 +225,15 @@ class Output(Strict):
         900, ge=1, le=86_400, description="Safety limit: the output is turned off after this."
     )
 
+    @model_validator(mode="after")
+    def _pulse_within_limit(self) -> Output:
+        if self.mode == "pulsed" and self.pulse_s > self.max_on_s:
+            raise ValueError(
+                f"pulse_s ({self.pulse_s:g} s) is longer than max_on_s ({self.max_on_s:g} s): "
+                "shorten the pulse or raise the limit"
+            )
+        return self
+
 
 class SirenRule(Strict):
     output: str = Field(pattern=ID_PATTERN, description="Output that drives the siren.")

@@ -20,6 +20,10 @@ from edge.config.models import (
 )
 
 
+# Cross-section problems travel in one ValueError; the loader splits them again.
+CROSS_SEPARATOR = "\n"
+
+
 class SiteConfig(Strict):
     site: SiteInfo = Field(description="Identity of the site.")
     paths: Paths = Field(default_factory=Paths, description="Where the box keeps its files.")
@@ -45,7 +49,7 @@ class SiteConfig(Strict):
             *self._references(),
         ]
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError(CROSS_SEPARATOR.join(problems))
         return self
 
     def _pins(self) -> list[str]:
