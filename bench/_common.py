@@ -12,8 +12,16 @@ sys.path.insert(0, str(REPO / "tests"))
 from support.alarm import BusWatcher, NotifySocket, rss_mb, start_alarm, stop, write_site  # noqa: E402
 from support.broker import start_mosquitto  # noqa: E402
 
-__all__ = ["BusWatcher", "NotifySocket", "percentile", "rss_mb", "start_alarm", "start_mosquitto",
-           "stop", "write_site"]
+__all__ = [
+    "BusWatcher",
+    "NotifySocket",
+    "percentile",
+    "rss_mb",
+    "start_alarm",
+    "start_mosquitto",
+    "stop",
+    "write_site",
+]
 
 
 def percentile(values: list[float], p: float) -> float:

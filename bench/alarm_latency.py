@@ -19,8 +19,15 @@ import time
 import uuid
 from pathlib import Path
 
-from _common import BusWatcher, NotifySocket, percentile, start_alarm, start_mosquitto, stop
-from _common import write_site
+from _common import (
+    BusWatcher,
+    NotifySocket,
+    percentile,
+    start_alarm,
+    start_mosquitto,
+    stop,
+    write_site,
+)
 
 EDGES = 1000
 REFERENCE_EDGES = 200
@@ -84,8 +91,10 @@ def main() -> None:
         finally:
             broker.stop()
     p50, p99 = percentile(main_pass, 50), percentile(main_pass, 99)
-    print(f"debounce 0 ms: p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {max(main_pass):.2f} ms",
-          file=sys.stderr)
+    print(
+        f"debounce 0 ms: p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {max(main_pass):.2f} ms",
+        file=sys.stderr,
+    )
     out = {
         "bench": "alarm_latency",
         "p50_ms": round(p50, 2),

@@ -10,6 +10,7 @@ This module must never import numpy, av, aiortc or picamera2 (see ARCHITECTURE Â
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import signal
@@ -52,8 +53,12 @@ class AlarmService:
         self.panel = AlarmPanel(cfg)
         self.state_file = PanelStateFile(data / "panel-state.json")
         self.cursor = BusCursor(data / "bus-cursor")
-        self.bus = Bus(cfg.bus.url, f"edge-alarm-{cfg.site.id}", queue_size=cfg.bus.queue_size,
-                       keepalive=cfg.bus.keepalive_s)
+        self.bus = Bus(
+            cfg.bus.url,
+            f"edge-alarm-{cfg.site.id}",
+            queue_size=cfg.bus.queue_size,
+            keepalive=cfg.bus.keepalive_s,
+        )
         self.factory = make_pin_factory(cfg.hardware)
         self.outputs = OutputBank(cfg.outputs, self.factory, self.loop, self._journal_one)
         self.inputs = Inputs(cfg, self.factory, self.loop, self._on_reading)
@@ -91,8 +96,11 @@ class AlarmService:
         return outcome
 
     def _on_reading(self, reading: Reading) -> None:
-        details = {k: round(v, 3) for k, v in (("volts", reading.volts), ("ohms", reading.ohms))
-                   if v is not None and v != float("inf")}
+        details = {
+            k: round(v, 3)
+            for k, v in (("volts", reading.volts), ("ohms", reading.ohms))
+            if v is not None and v != float("inf")
+        }
         now = reading.mono_ns / 1e9
         self._apply(self.panel.loop_changed(reading.zone_id, reading.state, now, details or None))
         self.dirty_zones.add(reading.zone_id)
@@ -109,10 +117,8 @@ class AlarmService:
                 self.new_event.clear()
                 rows = self.journal.since(self.cursor.seq, limit=200)
                 if not rows:
-                    try:
+                    with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self.new_event.wait(), 1.0)
-                    except asyncio.TimeoutError:
-                        pass
                     continue
             try:
                 for ev in rows:
@@ -130,16 +136,18 @@ class AlarmService:
         self.dirty_zones.update(z.id for z in self.cfg.zones)
         while True:
             self.watchdog.beat("zone_states")
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.zone_dirty.wait(), 1.0)
-            except asyncio.TimeoutError:
-                pass
             self.zone_dirty.clear()
             while self.dirty_zones:
                 zone_id = self.dirty_zones.pop()
                 try:
-                    await self.bus.publish(Topics.zone_state(zone_id), self.zone_payload(zone_id),
-                                           retain=True, timeout=5.0)
+                    await self.bus.publish(
+                        Topics.zone_state(zone_id),
+                        self.zone_payload(zone_id),
+                        retain=True,
+                        timeout=5.0,
+                    )
                 except BusError:
                     self.dirty_zones.add(zone_id)
                     await asyncio.sleep(1.0)
@@ -203,7 +211,7 @@ class AlarmService:
         try:
             req = msg.json()
             if not isinstance(req, dict):
-                raise CommandError("a command is a JSON object such as {\"action\": \"arm\"}")
+                raise CommandError('a command is a JSON object such as {"action": "arm"}')
             return {"ok": True, **self.execute(req)}
         except CommandError as exc:
             return {"ok": False, "reason": str(exc)}
@@ -216,8 +224,9 @@ class AlarmService:
             part = str(req.get("partition") or self.cfg.partitions[0].id)
             if action == "arm":
                 mode = "part" if req.get("mode") == "part" else "full"
-                out = self.panel.arm(part, mode, now, force=bool(req.get("force")),
-                                     source="command", user=user)
+                out = self.panel.arm(
+                    part, mode, now, force=bool(req.get("force")), source="command", user=user
+                )
             else:
                 out = self.panel.disarm(part, now, source="command", user=user)
             self._apply(out)
@@ -238,8 +247,10 @@ class AlarmService:
             return getattr(self.outputs, action)(output, reason="command", user=user)  # type: ignore[no-any-return]
         if action == "status":
             return self.status()
-        raise CommandError(f"unknown action {action!r}: use arm, disarm, bypass, unbypass, "
-                           "on, off, pulse or status")
+        raise CommandError(
+            f"unknown action {action!r}: use arm, disarm, bypass, unbypass, "
+            "on, off, pulse or status"
+        )
 
     async def _reply(self, msg: Message, result: dict[str, Any]) -> None:
         try:
@@ -330,7 +341,7 @@ def _zone(name: str) -> dt.tzinfo:
         from zoneinfo import ZoneInfo
 
         return ZoneInfo(name)
-    except Exception:  # noqa: BLE001 - an unknown zone must not stop the alarm path
+    except Exception:
         log.warning("unknown time zone %r, schedules use UTC", name)
         return dt.timezone.utc
 
@@ -344,8 +355,13 @@ async def run_alarm(cfg: SiteConfig) -> int:
         service.loop.add_signal_handler(sig, stop.set)
     zones = len(cfg.zones)
     system.ready(f"monitoring {zones} zone(s) of site {cfg.site.id}")
-    log.info("edge-alarm %s ready: site %s, %d zone(s), backend %s", __version__, cfg.site.id,
-             zones, cfg.hardware.backend)
+    log.info(
+        "edge-alarm %s ready: site %s, %d zone(s), backend %s",
+        __version__,
+        cfg.site.id,
+        zones,
+        cfg.hardware.backend,
+    )
     runner = asyncio.create_task(service.run(), name="service")
     stopper = asyncio.create_task(stop.wait(), name="stop")
     try:

@@ -102,11 +102,9 @@ def _cross(msg: str, text: str, name: str) -> str:
     line = locate(text, [key.group(1), key.group(2)]) if key else None
     for ident in ids:
         pattern = re.compile(rf"^\s*id\s*=\s*[\"']{re.escape(ident)}[\"']", re.M)
-        m = None
-        for m in pattern.finditer(text):
-            pass
-        if m:
-            line = text.count("\n", 0, m.start()) + 1
+        starts = [m.start() for m in pattern.finditer(text)]
+        if starts:
+            line = text.count("\n", 0, starts[-1]) + 1
     return f"{name}:{line}: {msg}" if line else f"{name}: {msg}"
 
 

@@ -19,7 +19,6 @@ from edge.config.models import (
     Zone,
 )
 
-
 # Cross-section problems travel in one ValueError; the loader splits them again.
 CROSS_SEPARATOR = "\n"
 

@@ -85,13 +85,31 @@ cutoff_min = 2
 """
 
 
-def write_site(workdir: Path, url: str, *, debounce: int = 20, sample_ms: int = 10,
-               entry_delay: int = 2, swinger: int = 3, extra: str = "") -> Path:
+def write_site(
+    workdir: Path,
+    url: str,
+    *,
+    debounce: int = 20,
+    sample_ms: int = 10,
+    entry_delay: int = 2,
+    swinger: int = 3,
+    extra: str = "",
+) -> Path:
     """A simulated site with one zone of each common kind; returns the TOML path."""
     data, run = workdir / "data", workdir / "run"
     run.mkdir(parents=True, exist_ok=True)
-    text = SITE.format(data=data, run=run, url=url, debounce=debounce, sample_ms=sample_ms,
-                       entry_delay=entry_delay, swinger=swinger) + extra
+    text = (
+        SITE.format(
+            data=data,
+            run=run,
+            url=url,
+            debounce=debounce,
+            sample_ms=sample_ms,
+            entry_delay=entry_delay,
+            swinger=swinger,
+        )
+        + extra
+    )
     path = workdir / "site.toml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -113,7 +131,7 @@ class NotifySocket:
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
             try:
                 data = self.sock.recv(4096).decode()
-            except socket.timeout:
+            except TimeoutError:
                 break
             now = time.monotonic()
             self.messages.append((now, data))
@@ -125,8 +143,9 @@ class NotifySocket:
         self.sock.close()
 
 
-def start_alarm(config: Path, workdir: Path, notify: NotifySocket | None = None,
-                log_level: str = "INFO") -> subprocess.Popen[bytes]:
+def start_alarm(
+    config: Path, workdir: Path, notify: NotifySocket | None = None, log_level: str = "INFO"
+) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
     if notify is not None:
         env["NOTIFY_SOCKET"] = str(notify.path)
@@ -134,7 +153,10 @@ def start_alarm(config: Path, workdir: Path, notify: NotifySocket | None = None,
     log = open(workdir / "alarm.log", "ab")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
         [str(edge), "run", "alarm", "--config", str(config), "--log-level", log_level],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=REPO,
     )
 
 
