@@ -16,7 +16,7 @@ import logging
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from edge import __version__, system
 from edge.alarm.inputs import Inputs, Reading
@@ -60,9 +60,10 @@ class AlarmService:
             keepalive=cfg.bus.keepalive_s,
         )
         self.factory = make_pin_factory(cfg.hardware)
+        # The simulated loops must be at rest before the inputs read them for the first time.
+        self.sim = _simulator(cfg, self.factory)
         self.outputs = OutputBank(cfg.outputs, self.factory, self.loop, self._journal_one)
         self.inputs = Inputs(cfg, self.factory, self.loop, self._on_reading)
-        self.sim: Any = None
         self.watchdog = system.Watchdog()
         self.new_event = asyncio.Event()
         self.dirty_zones: set[str] = set()
@@ -223,7 +224,7 @@ class AlarmService:
         if action in ("arm", "disarm"):
             part = str(req.get("partition") or self.cfg.partitions[0].id)
             if action == "arm":
-                mode = "part" if req.get("mode") == "part" else "full"
+                mode: Literal["full", "part"] = "part" if req.get("mode") == "part" else "full"
                 out = self.panel.arm(
                     part, mode, now, force=bool(req.get("force")), source="command", user=user
                 )
@@ -244,7 +245,8 @@ class AlarmService:
             output = str(req.get("output"))
             if action == "pulse":
                 return self.outputs.pulse(output, req.get("seconds"), reason="command", user=user)
-            return getattr(self.outputs, action)(output, reason="command", user=user)  # type: ignore[no-any-return]
+            switch = self.outputs.on if action == "on" else self.outputs.off
+            return switch(output, reason="command", user=user)
         if action == "status":
             return self.status()
         raise CommandError(
@@ -264,9 +266,7 @@ class AlarmService:
 
     async def simulator(self) -> None:
         """In sim mode, `edge sim` sets loops over the bus (edge/sim/zones/<id>/set)."""
-        from edge.hw.sim import SimHardware
-
-        self.sim = SimHardware(self.cfg, self.factory)
+        assert self.sim is not None
         sub = self.bus.subscribe(Topics.SIM_SET_ALL)
         async for msg in sub:
             zone_id = msg.topic.split("/")[3]
@@ -334,6 +334,15 @@ class BusCursor:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(str(self.seq))
         tmp.replace(self.path)
+
+
+def _simulator(cfg: SiteConfig, factory: Any) -> Any:
+    """The simulated loops of a `backend = "sim"` site (imported only then)."""
+    if cfg.hardware.backend != "sim":
+        return None
+    from edge.hw.sim import SimHardware
+
+    return SimHardware(cfg, factory)
 
 
 def _zone(name: str) -> dt.tzinfo:

@@ -23,10 +23,12 @@ DEMO_SITE = Path("hw-sim/sites/demo.toml")
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("demo", help="run the site box on simulated hardware",
-                            parents=parents)
-    parser.add_argument("--no-follow", action="store_true",
-                        help="start everything, print how to use it, and wait (no event list)")
+    parser = sub.add_parser("demo", help="run the site box on simulated hardware", parents=parents)
+    parser.add_argument(
+        "--no-follow",
+        action="store_true",
+        help="start everything, print how to use it, and wait (no event list)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -60,8 +62,13 @@ def _start_broker(cfg: Any) -> subprocess.Popen[bytes]:
     from edge.uplink.broker import mosquitto_binary, write_config
 
     if _listening(cfg.bus.url):
-        raise ConfigError("bus.url", [f"something already listens on {cfg.bus.url}: stop it "
-                                      "(another demo?) or change bus.url in the demo site"])
+        raise ConfigError(
+            "bus.url",
+            [
+                f"something already listens on {cfg.bus.url}: stop it "
+                "(another demo?) or change bus.url in the demo site"
+            ],
+        )
     run_dir = Path(cfg.paths.run_dir)
     conf = write_config(cfg, run_dir / "mosquitto.conf")
     log = open(run_dir / "mosquitto.log", "ab")  # noqa: SIM115 - owned by the child
@@ -71,16 +78,22 @@ def _start_broker(cfg: Any) -> subprocess.Popen[bytes]:
 
 def _start_alarm(path: Path) -> subprocess.Popen[bytes]:
     exe = Path(sys.executable).with_name("edge")
-    cmd = [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else ["-m", "edge.cli"]),
-           "run", "alarm", "--config", str(path)]
+    cmd = [
+        str(exe) if exe.exists() else sys.executable,
+        *([] if exe.exists() else ["-m", "edge.cli"]),
+        "run",
+        "alarm",
+        "--config",
+        str(path),
+    ]
     print(f"· edge-alarm: {shlex.join(cmd)}")
     return subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def _listening(url: str) -> bool:
     if not url.startswith("mqtt://"):
-        return Path(url[len("unix://"):]).exists()
-    host, port = url[len("mqtt://"):].rsplit(":", 1)
+        return Path(url[len("unix://") :]).exists()
+    host, port = url[len("mqtt://") :].rsplit(":", 1)
     with socket.socket() as s:
         s.settimeout(0.3)
         return s.connect_ex((host, int(port))) == 0
@@ -94,8 +107,10 @@ def _wait_ready(cfg: Any, alarm: subprocess.Popen[bytes], timeout: float = 10.0)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if alarm.poll() is not None:
-            print(f"edge-alarm exited with code {alarm.returncode}; see its messages above",
-                  file=sys.stderr)
+            print(
+                f"edge-alarm exited with code {alarm.returncode}; see its messages above",
+                file=sys.stderr,
+            )
             return False
         try:
             request_once(cfg.bus.url, "edge/demo/ping", b"", Topics.ALARM_STATUS, timeout=1.0)
@@ -122,7 +137,7 @@ In another terminal, from this directory:
   {edge} sim set hall 2000 {c}      # a reading between bands: loop fault
   {edge} panel disarm {c}
   {edge} events verify {c}          # check the journal's hash chain
-  mosquitto_sub -p {cfg.bus.url.rsplit(':', 1)[-1]} -t 'edge/#' -v   # watch the box bus
+  mosquitto_sub -p {cfg.bus.url.rsplit(":", 1)[-1]} -t 'edge/#' -v   # watch the box bus
 
 Events appear below as they are journaled. Ctrl-C stops everything.
 """)

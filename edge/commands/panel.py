@@ -15,8 +15,7 @@ from edge.errors import EX_CONFIG, EX_USAGE, CommandError, ConfigError
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("panel", help="arm, disarm, bypass, outputs, status",
-                            parents=parents)
+    parser = sub.add_parser("panel", help="arm, disarm, bypass, outputs, status", parents=parents)
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
     arm = actions.add_parser("arm", help="arm a partition", parents=parents)
@@ -42,8 +41,7 @@ def request_of(args: argparse.Namespace) -> dict[str, Any]:
     action = args.action
     req: dict[str, Any] = {"action": action, "user": args.user}
     if action == "arm":
-        req.update(partition=args.partition, mode="part" if args.part else "full",
-                   force=args.force)
+        req.update(partition=args.partition, mode="part" if args.part else "full", force=args.force)
     elif action == "disarm":
         req["partition"] = args.partition
     elif action in ("bypass", "unbypass"):
@@ -64,8 +62,9 @@ def run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return EX_CONFIG
     try:
-        answer = ask(cfg.bus.url, Topics.ALARM_CMD, request_of(args), "edge/alarm/reply",
-                     "edge-alarm")
+        answer = ask(
+            cfg.bus.url, Topics.ALARM_CMD, request_of(args), "edge/alarm/reply", "edge-alarm"
+        )
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EX_USAGE

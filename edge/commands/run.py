@@ -14,8 +14,11 @@ from edge.errors import EX_CONFIG, ConfigError
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("run", help="run a service (alarm, broker)", parents=parents)
     parser.add_argument("service", choices=["alarm", "broker"], help="which service")
-    parser.add_argument("--log-level", default=os.environ.get("EDGE_LOG_LEVEL", "INFO"),
-                        help="DEBUG, INFO, WARNING (default INFO)")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("EDGE_LOG_LEVEL", "INFO"),
+        help="DEBUG, INFO, WARNING (default INFO)",
+    )
     parser.set_defaults(func=run)
 
 

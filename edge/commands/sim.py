@@ -17,13 +17,16 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("sim", help="drive simulated alarm loops", parents=parents)
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
-    for name, text in (("trip", "put ZONE in its alarm condition"),
-                       ("restore", "put ZONE back to normal")):
+    for name, text in (
+        ("trip", "put ZONE in its alarm condition"),
+        ("restore", "put ZONE back to normal"),
+    ):
         p = actions.add_parser(name, help=text, parents=parents)
         p.add_argument("zone")
         p.set_defaults(func=run, value=name)
-    p = actions.add_parser("set", help="set ZONE's loop to OHMS, 'open' or 'short'",
-                           parents=parents)
+    p = actions.add_parser(
+        "set", help="set ZONE's loop to OHMS, 'open' or 'short'", parents=parents
+    )
     p.add_argument("zone")
     p.add_argument("value", help="resistance in ohms (e.g. 9400), open or short")
     p.set_defaults(func=run)
@@ -41,16 +44,26 @@ def run(args: argparse.Namespace) -> int:
         return EX_CONFIG
     ids = [z.id for z in cfg.zones]
     if args.zone not in ids:
-        print(f"error: no zone {args.zone!r} in {args.config or 'the configuration'}; "
-              f"zones: {', '.join(ids) or '(none)'}", file=sys.stderr)
+        print(
+            f"error: no zone {args.zone!r} in {args.config or 'the configuration'}; "
+            f"zones: {', '.join(ids) or '(none)'}",
+            file=sys.stderr,
+        )
         return EX_USAGE
     if cfg.hardware.backend != "sim":
-        print('error: this site uses real hardware; `edge sim` needs hardware.backend = "sim"',
-              file=sys.stderr)
+        print(
+            'error: this site uses real hardware; `edge sim` needs hardware.backend = "sim"',
+            file=sys.stderr,
+        )
         return EX_USAGE
     try:
-        answer = ask(cfg.bus.url, Topics.sim_set(args.zone), {"cmd": args.value},
-                     "edge/sim/reply", "edge-alarm")
+        answer = ask(
+            cfg.bus.url,
+            Topics.sim_set(args.zone),
+            {"cmd": args.value},
+            "edge/sim/reply",
+            "edge-alarm",
+        )
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EX_USAGE

@@ -18,6 +18,7 @@ from edge.config.models import (
     Strict,
     Zone,
 )
+from edge.hw.pins import spi_pins
 
 # Cross-section problems travel in one ValueError; the loader splits them again.
 CROSS_SEPARATOR = "\n"
@@ -58,9 +59,10 @@ class SiteConfig(Strict):
                 users.setdefault(z.input.pin, []).append(f"zone {z.id!r}")
         for o in self.outputs:
             users.setdefault(o.pin, []).append(f"output {o.id!r}")
-        # SPI0 pins used by the ADC when any loop is supervised.
+        # SPI pins used by the ADC when any loop is supervised.
         if any(z.input.kind == "adc" for z in self.zones):
-            for pin in (8, 9, 10, 11) if self.hardware.adc.spi_port == 0 else (16, 19, 20, 21):
+            spi = spi_pins(self.hardware.adc)
+            for pin in (spi.clock, spi.mosi, spi.miso, spi.select):
                 users.setdefault(pin, []).append("the ADC (SPI)")
         return [
             f"GPIO {pin} is used by {' and '.join(who)}: give each its own pin"

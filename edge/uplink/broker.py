@@ -22,7 +22,7 @@ MOSQUITTO = "/usr/sbin/mosquitto"
 def listener_line(url: str) -> str:
     """mosquitto `listener` directive for a bus URL (unix:///path or mqtt://127.0.0.1:PORT)."""
     if url.startswith("unix://"):
-        return f"listener 0 {url[len('unix://'):]}"
+        return f"listener 0 {url[len('unix://') :]}"
     m = re.fullmatch(r"mqtt://([^:/]+):(\d+)", url)
     if not m:
         raise ConfigError("bus.url", [f"cannot listen on {url!r}"])
