@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -30,96 +29,34 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge.errors import JournalError
-from edge.events import Event, Kind
+from edge.events import Event
+from edge.journal_chain import CONTENT, GENESIS, SEP, VerifyReport, chain_hash, check_row
+from edge.journal_schema import (
+    DDL,
+    INSERT_EVENT,
+    SCHEMA_VERSION,
+    SELECT_EVENTS,
+    iso_utc,
+    parse_iso,
+    row_to_event,
+)
 
 if TYPE_CHECKING:
     from edge.config.site import SiteConfig
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-GENESIS = "0" * 64  # ``prev`` of the very first row
 JOURNAL_FILE = "journal.db"
 BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
-_SEP = (",", ":")
-# Columns hashed into the chain, then the two chain columns.
-CONTENT = (
-    "seq", "id", "ts", "mono_ns", "boot_id", "kind", "sia", "cid", "qualifier",
-    "zone", "zone_name", "partition", "confirmed", "details",
-)  # fmt: skip
-_COLUMNS = (*CONTENT, "prev", "hash")
-_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM events"
-_INSERT = f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-
-
-def _guard(table: str, op: str, why: str) -> str:
-    return (
-        f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
-        f"WHEN NOT EXISTS (SELECT 1 FROM pruning) BEGIN SELECT RAISE(ABORT, '{why}'); END"
-    )
-
-
-_SCHEMA = (
-    """CREATE TABLE events (
-        seq INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, ts TEXT NOT NULL, mono_ns INTEGER,
-        boot_id TEXT, kind TEXT NOT NULL, sia TEXT, cid INTEGER, qualifier INTEGER, zone TEXT,
-        zone_name TEXT, partition TEXT, confirmed INTEGER NOT NULL, details TEXT NOT NULL,
-        prev TEXT NOT NULL, hash TEXT NOT NULL)""",
-    "CREATE INDEX events_ts ON events(ts)",
-    "CREATE INDEX events_zone ON events(zone, seq)",
-    # The hash of the last pruned row: verify() starts the chain from it.
-    "CREATE TABLE anchor (one INTEGER PRIMARY KEY CHECK (one = 1), seq INTEGER NOT NULL,"
-    " hash TEXT NOT NULL)",
-    # Holds a row only inside prune()'s own transaction; the triggers let deletes through then.
-    "CREATE TABLE pruning (one INTEGER PRIMARY KEY CHECK (one = 1))",
-    "CREATE TRIGGER events_no_update BEFORE UPDATE ON events "
-    "BEGIN SELECT RAISE(ABORT, 'the journal is append-only: events cannot be changed'); END",
-    _guard("events", "DELETE", "the journal is append-only: only prune() removes events"),
-    *(_guard("anchor", op, "only prune() writes the anchor") for op in ("INSERT", "UPDATE")),
-    _guard("anchor", "DELETE", "only prune() writes the anchor"),
-)
 
 
 class JournalNotReady(JournalError):
     """The journal file does not exist yet or its schema is not written yet (readers wait)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class VerifyReport:
-    """Outcome of :meth:`Journal.verify`; ``reason`` is a sentence an operator can act on."""
-
-    ok: bool
-    checked: int
-    first_bad_seq: int | None
-    reason: str
-
-
 def journal_path(cfg: SiteConfig) -> Path:
     """Where the journal of a site lives; the alarm service and `edge events` must agree."""
     return Path(cfg.paths.data_dir) / JOURNAL_FILE
-
-
-def iso_utc(when: dt.datetime) -> str:
-    """The journal's timestamp format (UTC, milliseconds, Z): text order is time order."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    when = when.astimezone(dt.timezone.utc)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
-
-
-def parse_iso(text: str) -> dt.datetime:
-    """ISO 8601 with an optional Z (Python 3.10 lacks it); a time without offset is UTC."""
-    text = text.strip()
-    if text[-1:] in ("Z", "z"):
-        text = text[:-1] + "+00:00"
-    when = dt.datetime.fromisoformat(text)
-    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
-
-
-def chain_hash(prev: str, content: dict[str, Any]) -> str:
-    """SHA-256 over ``prev`` + canonical JSON (sorted keys, compact) of the content fields."""
-    canonical = json.dumps(content, sort_keys=True, separators=_SEP)
-    return hashlib.sha256((prev + canonical).encode("utf-8")).hexdigest()
 
 
 def _read_boot_id() -> str:
@@ -150,52 +87,6 @@ def _error(path: Path, action: str, exc: BaseException) -> JournalError:
     else:
         fix = "check the disk (dmesg) and the file, then restart the alarm service"
     return JournalError(f"{path}: cannot {action} the event journal: {text}: {fix}")
-
-
-def _details_of(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except (TypeError, ValueError):
-        return {"unreadable_details": text}
-    return value if isinstance(value, dict) else {"details": value}
-
-
-def _to_event(row: sqlite3.Row) -> Event:
-    try:
-        kind = Kind(row["kind"])
-    except ValueError as exc:
-        raise JournalError(
-            f"journal row seq {row['seq']} has unknown kind {row['kind']!r}: it was written by "
-            "a newer edge version; upgrade this one"
-        ) from exc
-    return Event(
-        kind=kind, zone_id=row["zone"], zone_name=row["zone_name"], partition=row["partition"],
-        confirmed=bool(row["confirmed"]), details=_details_of(row["details"]), id=row["id"],
-        ts=row["ts"], mono_ns=row["mono_ns"] or 0, seq=row["seq"], prev=row["prev"],
-        hash=row["hash"],
-    )  # fmt: skip
-
-
-def _check_row(row: sqlite3.Row, seq: int, prev: str) -> str | None:
-    """Why ``row`` breaks the chain that ended at (seq, prev), or None if it holds."""
-    if row["seq"] != seq + 1:
-        if row["seq"] > seq + 1:
-            return f"seq {seq + 1} to {row['seq'] - 1} are missing: rows were deleted"
-        return f"expected seq {seq + 1}: a row was inserted below the prune anchor"
-    if row["prev"] != prev:
-        return (
-            f"its prev hash is not the hash of seq {seq}: seq {seq} was rewritten, "
-            "or rows were deleted, inserted or reordered"
-        )
-    try:
-        details = json.loads(row["details"])
-    except (TypeError, ValueError):
-        return "its details are not valid JSON: the row was edited"
-    content = {name: row[name] for name in CONTENT}
-    content["details"] = details
-    if chain_hash(prev, content) != row["hash"]:
-        return "its content does not match its hash: the row was edited"
-    return None
 
 
 class Journal:
@@ -272,7 +163,7 @@ class Journal:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             self._check_version(version)
             if version == 0:  # later schema versions add their migration steps here
-                for statement in _SCHEMA:
+                for statement in DDL:
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         if created:
@@ -344,7 +235,7 @@ class Journal:
         return out
 
     def _insert(self, event: Event, seq: int, prev: str) -> tuple[Event, bool]:
-        text = json.dumps(event.details, separators=_SEP, default=str)
+        text = json.dumps(event.details, separators=SEP, default=str)
         details = json.loads(text)  # what a reader will get back, and what is hashed
         content: dict[str, Any] = {
             "seq": seq, "id": event.id, "ts": event.ts, "mono_ns": event.mono_ns,
@@ -356,7 +247,7 @@ class Journal:
         digest = chain_hash(prev, content)
         row = [text if name == "details" else content[name] for name in CONTENT]
         try:
-            self._db.execute(_INSERT, (*row, prev, digest))
+            self._db.execute(INSERT_EVENT, (*row, prev, digest))
         except sqlite3.IntegrityError as exc:
             existing = self._get(event.id)
             if existing is not None:
@@ -445,13 +336,13 @@ class Journal:
             return self._get(event_id)
 
     def _get(self, event_id: str) -> Event | None:
-        row = self._db.execute(f"{_SELECT} WHERE id = ?", (event_id,)).fetchone()
-        return _to_event(row) if row else None
+        row = self._db.execute(f"{SELECT_EVENTS} WHERE id = ?", (event_id,)).fetchone()
+        return row_to_event(row) if row else None
 
     def _select(self, tail: str, params: Sequence[Any]) -> list[Event]:
         with self._guarded("read"):
-            rows = self._db.execute(_SELECT + tail, params).fetchall()
-        return [_to_event(r) for r in rows]
+            rows = self._db.execute(SELECT_EVENTS + tail, params).fetchall()
+        return [row_to_event(r) for r in rows]
 
     def verify(self) -> VerifyReport:
         """Recompute the chain from the prune anchor (or genesis) and stop at the first bad row.
@@ -470,8 +361,8 @@ class Journal:
         seq, prev = self._anchor()
         origin = f"the prune anchor at seq {seq}" if seq else "the first event"
         checked = 0
-        for row in self._db.execute(f"{_SELECT} ORDER BY seq"):
-            problem = _check_row(row, seq, prev)
+        for row in self._db.execute(f"{SELECT_EVENTS} ORDER BY seq"):
+            problem = check_row(row, seq, prev)
             if problem:
                 return VerifyReport(False, checked, row["seq"], f"seq {row['seq']}: {problem}")
             checked += 1

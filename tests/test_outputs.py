@@ -215,15 +215,3 @@ def test_pin_in_use_is_a_hardware_error() -> None:
         first.close()
 
     asyncio.run(main())
-
-
-def test_pulse_s_longer_than_max_on_is_clamped_to_the_limit() -> None:
-    async def body(bank: OutputBank, factory: MockFactory, events: list[Event]) -> None:
-        bank.on("strike")
-        await asyncio.sleep(1.3)
-        assert bank.state("strike") == {**bank.state("strike"), "on": False, "until": None}
-
-    spec = {"id": "strike", "pin": 23, "mode": "pulsed", "pulse_s": 5, "max_on_s": 1}
-    events = run([spec], body)
-    assert events[0].details["seconds"] == 1
-    assert events[1].details["reason"] == "pulse end"

@@ -120,7 +120,7 @@ class OutputBank:
         """Latched outputs stay on until off() or max_on_s; pulsed outputs pulse for pulse_s."""
         ch = self._channel(output_id)
         if ch.spec.mode == "pulsed":
-            return self._pulse(ch, self._default_pulse(ch), reason, user)
+            return self._pulse(ch, ch.spec.pulse_s, reason, user)
         self._apply(ch, True, reason=reason, user=user)
         self._arm_timer(ch, ch.spec.max_on_s, REASON_MAX_ON)
         return self.state(output_id)
@@ -142,7 +142,7 @@ class OutputBank:
         """On for ``seconds`` (default pulse_s), then off; overrides a latched on."""
         ch = self._channel(output_id)
         if seconds is None:
-            return self._pulse(ch, self._default_pulse(ch), reason, user)
+            return self._pulse(ch, ch.spec.pulse_s, reason, user)
         try:
             length = float(seconds)  # remote commands carry JSON: "5" or 5 both mean 5 s
         except (TypeError, ValueError):
@@ -158,20 +158,6 @@ class OutputBank:
         self._apply(ch, True, reason=reason, user=user, seconds=seconds)
         self._arm_timer(ch, seconds, REASON_PULSE_END)
         return self.state(ch.spec.id)
-
-    @staticmethod
-    def _default_pulse(ch: _Channel) -> float:
-        """pulse_s, clamped so a configuration with pulse_s > max_on_s still keeps the limit."""
-        if ch.spec.pulse_s > ch.spec.max_on_s:
-            log.warning(
-                "output %s: pulse_s %.1f s exceeds max_on_s %.1f s; pulsing %.1f s",
-                ch.spec.id,
-                ch.spec.pulse_s,
-                ch.spec.max_on_s,
-                ch.spec.max_on_s,
-            )
-            return ch.spec.max_on_s
-        return ch.spec.pulse_s
 
     # -- state -------------------------------------------------------------------------------
 

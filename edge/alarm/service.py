@@ -26,7 +26,7 @@ from edge.alarm.state import PanelStateFile
 from edge.bus import Bus, Message, Topics
 from edge.config import SiteConfig
 from edge.errors import BusError, CommandError
-from edge.events import Event, Kind
+from edge.events import Category, Event, Kind
 from edge.hw.pins import make_pin_factory
 from edge.journal import Journal, journal_path
 from edge.tasks import supervise
@@ -83,7 +83,7 @@ class AlarmService:
             for ev in outcome.events:
                 if ev.zone_id:
                     self.dirty_zones.add(ev.zone_id)
-                if ev.kind.spec.category.value == "arming":
+                if ev.category in (Category.ARMING, Category.BYPASS):
                     self.state_file.save(self.panel.arming_state())
         for action in outcome.actions:
             try:

@@ -1,0 +1,84 @@
+"""One-shot helpers for short-lived CLI commands: connect, do one thing, disconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import time
+
+from edge.bus.client import Bus
+from edge.bus.message import Message, Payload
+from edge.errors import BusError
+
+
+def publish_once(
+    url: str,
+    topic: str,
+    payload: Payload,
+    *,
+    qos: int = 1,
+    retain: bool = False,
+    timeout: float = 5.0,
+) -> None:
+    """Connect, publish, wait for the PUBACK, disconnect. Not for use inside a running loop."""
+
+    async def main() -> None:
+        bus = await _connected_bus(url, timeout)
+        try:
+            await bus.publish(topic, payload, qos=qos, retain=retain, timeout=timeout)
+        finally:
+            await bus.close()
+
+    asyncio.run(main())
+
+
+def request_once(
+    url: str, topic: str, payload: Payload, reply_topic: str, timeout: float = 5.0
+) -> Message:
+    """Subscribe to ``reply_topic``, publish, return the first message on it.
+
+    The first message may be a retained one (that is how a caller waits for a retained status);
+    command replies should therefore not be retained. Raises BusError when the broker cannot be
+    reached and TimeoutError when nothing answers within ``timeout``.
+    """
+
+    async def main() -> Message:
+        deadline = time.monotonic() + timeout
+        bus = Bus(url, _cli_client_id())
+        sub = bus.subscribe(reply_topic, maxsize=16)
+        try:
+            await _connect(bus, timeout)
+            await bus.publish(topic, payload, timeout=max(0.0, deadline - time.monotonic()))
+            try:
+                return await sub.get(timeout=max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise TimeoutError(f"no reply on {reply_topic} within {timeout:g} s") from None
+        finally:
+            await bus.close()
+
+    return asyncio.run(main())
+
+
+def _cli_client_id() -> str:
+    return f"edge-cli-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+async def _connected_bus(url: str, timeout: float) -> Bus:
+    bus = Bus(url, _cli_client_id())
+    try:
+        await _connect(bus, timeout)
+    except BaseException:
+        await bus.close()
+        raise
+    return bus
+
+
+async def _connect(bus: Bus, timeout: float) -> None:
+    """Retries until ``timeout`` (the broker may be starting), then names the last reason."""
+    await bus.start()
+    if not await bus.wait_connected(timeout):
+        raise BusError(
+            f"cannot reach the box broker at {bus.url}: {bus.last_error or 'no answer'}; "
+            "is edge-broker running?"
+        )
