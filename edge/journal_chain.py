@@ -6,7 +6,6 @@ See the edge.journal docstring for why a chain and what it cannot prove.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import sqlite3
 from typing import Any
@@ -33,6 +32,8 @@ class VerifyReport:
 def chain_hash(prev: str, content: dict[str, Any]) -> str:
     """SHA-256 over ``prev`` + canonical JSON (sorted keys, compact) of the content fields."""
     canonical = json.dumps(content, sort_keys=True, separators=SEP)
+    import hashlib  # here, not at import: see edge.alarm.lean
+
     return hashlib.sha256((prev + canonical).encode("utf-8")).hexdigest()
 
 

@@ -171,3 +171,10 @@ def test_alarm_service_imports_no_video_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}
     )
     assert out.returncode == 0, out.stdout
+
+
+def test_alarm_service_runs_without_openssl(box: Box) -> None:
+    """edge-alarm speaks no TLS; OpenSSL would cost ~4.5 MB of its 40 MB budget."""
+    maps = Path(f"/proc/{box.proc.pid}/maps").read_text()
+    assert "libssl" not in maps and "libcrypto" not in maps
+    assert box.cli("events", "verify").returncode == 0  # built-in SHA-256, same chain

@@ -23,6 +23,10 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.service == "alarm":
+        from edge.alarm.lean import without_openssl
+
+        without_openssl()  # before anything imports asyncio, paho or hashlib
     from edge.config import load_config
 
     try:
