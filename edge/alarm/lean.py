@@ -7,12 +7,18 @@ of resident memory — over a tenth of the service's 40 MB budget on a Pi. Marki
 modules unavailable before anything imports them makes asyncio and paho run without TLS
 (both support that) and hashlib use CPython's built-in SHA-256, which gives identical
 digests.
+
+paho has one non-TLS code path that still names ``ssl``: the ``except ssl.SSLWantReadError``
+clauses around every socket read and write. With ``ssl`` missing, a spurious read wake-up
+(EAGAIN) would raise AttributeError there, so paho is given a stand-in that only holds those
+two exception classes (which plain sockets never raise).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import types
 
 log = logging.getLogger(__name__)
 
@@ -27,4 +33,20 @@ def without_openssl() -> bool:
         return False
     for name in BLOCKED:
         sys.modules[name] = None  # type: ignore[assignment]
+    import paho.mqtt.client as paho_client
+
+    if paho_client.ssl is None:
+        paho_client.ssl = _plain_socket_ssl()
     return True
+
+
+def _plain_socket_ssl() -> types.SimpleNamespace:
+    class SSLWantReadError(OSError):
+        """Never raised by a plain socket."""
+
+    class SSLWantWriteError(OSError):
+        """Never raised by a plain socket."""
+
+    return types.SimpleNamespace(
+        SSLWantReadError=SSLWantReadError, SSLWantWriteError=SSLWantWriteError
+    )

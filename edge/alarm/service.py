@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 3600.0
 TICK_MAX_S = 1.0
+STATUS_EVERY_S = 30.0
 
 
 class AlarmService:
@@ -132,29 +133,38 @@ class AlarmService:
                 backoff = min(backoff * 2, 5.0)
 
     async def zone_states(self) -> None:
-        """Publish each changed zone's state, retained; only the latest state matters."""
+        """Publish each changed zone's state, retained; only the latest state matters.
+
+        The panel status follows every change, and at least every STATUS_EVERY_S so its
+        uptime stays fresh for whoever looks.
+        """
         self.watchdog.register("zone_states", max_silence=30.0)
         self.dirty_zones.update(z.id for z in self.cfg.zones)
+        status_due = 0.0
         while True:
             self.watchdog.beat("zone_states")
+            changed = False
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.zone_dirty.wait(), 1.0)
+                changed = await asyncio.wait_for(self.zone_dirty.wait(), 1.0)
             self.zone_dirty.clear()
-            while self.dirty_zones:
-                zone_id = self.dirty_zones.pop()
-                try:
-                    await self.bus.publish(
-                        Topics.zone_state(zone_id),
-                        self.zone_payload(zone_id),
-                        retain=True,
-                        timeout=5.0,
-                    )
-                except BusError:
-                    self.dirty_zones.add(zone_id)
-                    await asyncio.sleep(1.0)
-                    break
             try:
-                await self.bus.publish(Topics.ALARM_STATUS, self.status(), retain=True, timeout=5.0)
+                while self.dirty_zones:
+                    zone_id = self.dirty_zones.pop()
+                    try:
+                        await self.bus.publish(
+                            Topics.zone_state(zone_id),
+                            self.zone_payload(zone_id),
+                            retain=True,
+                            timeout=5.0,
+                        )
+                    except BusError:
+                        self.dirty_zones.add(zone_id)
+                        raise
+                if changed or time.monotonic() >= status_due:
+                    await self.bus.publish(
+                        Topics.ALARM_STATUS, self.status(), retain=True, timeout=5.0
+                    )
+                    status_due = time.monotonic() + STATUS_EVERY_S
             except BusError:
                 await asyncio.sleep(1.0)
 

@@ -189,6 +189,10 @@ class BusWatcher:
         self.inbox: queue.Queue[Received] = queue.Queue(maxsize=100_000)
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         self.client.on_message = self._on_message
+        # Like the box's own clients: no Nagle delay on loopback TCP.
+        self.client.on_socket_open = lambda _c, _u, sock: sock.setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+        )
         self._subscribed = queue.Queue[int]()
         self.client.on_subscribe = lambda *a: self._subscribed.put(1)
         self.client.connect(host, port)
