@@ -1,0 +1,248 @@
+"""SIA DC-09 transmitter: events to professional alarm receivers over TCP.
+
+The transmitter keeps one connection to the receiver in use and sends one frame at a time.
+Each message is tried a bounded number of times per receiver, then on the next receiver in
+the order primary → secondary → backup, so a dead receiver costs seconds, never an alarm
+stuck in a loop. Outcomes are the caller's to act on:
+
+- ``ack``: the receiver took the event;
+- ``duh``: the receiver understood the frame but refuses its content — resending the same
+  bytes can never succeed, so the event is given up and reported as rejected;
+- ``failed``: no receiver answered; the outbox keeps the event and tries again later.
+
+A NAK carries the receiver's clock: the offset is learnt per receiver, applied to every
+later timestamp, and the message is resent at once. NULL supervision polls prove the path
+in use, fail over when it is gone, and bring traffic back to the primary when it answers
+again. Path changes are reported through ``on_path_change(path, up)`` for the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
+
+from edge.config.dc09 import Dc09Config, load_key, site_problems
+from edge.errors import ConfigError
+from edge.events import Event
+from edge.uplink.dc09_crypto import Dc09Cipher
+from edge.uplink.dc09_frame import (
+    Header,
+    ReplyError,
+    Sequence,
+    body,
+    format_timestamp,
+    frame,
+)
+from edge.uplink.dc09_link import LinkError, ReceiverLink
+from edge.uplink.dc09_payload import NULL_MESSAGE, Message, Numbering, event_message
+
+if TYPE_CHECKING:
+    from edge.config.site import SiteConfig
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["ack", "duh", "failed"]
+BACKOFF_STEP_S = 0.2
+BACKOFF_MAX_S = 2.0
+CLOCK_SLACK_S = 2  # NAK timestamps have 1 s resolution; within this the clock is not at fault
+
+
+@dataclasses.dataclass(frozen=True)
+class SendResult:
+    """What became of one message; ``receiver`` is the path that answered ("" if none)."""
+
+    ok: bool
+    outcome: Outcome
+    receiver: str
+    attempts: int
+    detail: str
+
+
+class Dc09Transmitter:
+    """Sends events and supervision polls to the site's DC-09 receivers."""
+
+    def __init__(
+        self,
+        cfg: Dc09Config,
+        site: SiteConfig,
+        on_path_change: Callable[[str, bool], None] | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        problems = site_problems(cfg, site)
+        try:
+            key = load_key(cfg)
+        except ValueError as exc:
+            problems.append(f"dc09.key_file: {exc}")
+            key = None
+        if problems:
+            raise ConfigError("dc09", problems)
+        self._cfg = cfg
+        self._numbers = Numbering(cfg, site)
+        self._header = Header(cfg.receiver, cfg.line, cfg.account)
+        self._cipher = Dc09Cipher(key) if key else None
+        self._on_path_change = on_path_change
+        self._clock = clock
+        paths = [("primary", cfg.primary), ("secondary", cfg.secondary), ("backup", cfg.backup)]
+        self._links = [ReceiverLink(n, r, cfg.ack_timeout_s) for n, r in paths if r is not None]
+        self._up = {link.name: True for link in self._links}
+        self._current = 0
+        self._seq = Sequence()
+        self._lock = asyncio.Lock()
+
+    @property
+    def current_path(self) -> str:
+        return self._links[self._current].name
+
+    async def send(self, event: Event) -> SendResult:
+        """Deliver one event; NotTransmittable (ValueError) if its kind has no code."""
+        message = event_message(event, self._cfg, self._numbers)
+        async with self._lock:
+            result = await self._deliver(message)
+        log.log(
+            logging.INFO if result.ok else logging.WARNING,
+            "DC-09 event %s (%s): %s via %s after %d attempt(s): %s",
+            event.id,
+            event.kind.value,
+            result.outcome,
+            result.receiver or "-",
+            result.attempts,
+            result.detail,
+        )
+        return result
+
+    async def poll(self) -> SendResult:
+        """One NULL supervision poll on the current path, failing over if it does not answer."""
+        async with self._lock:
+            return await self._deliver(NULL_MESSAGE)
+
+    async def supervise_once(self) -> SendResult:
+        """Bring traffic back to the primary if it answers again, then poll the current path."""
+        async with self._lock:
+            if self._current != 0:
+                await self._probe_primary()
+            return await self._deliver(NULL_MESSAGE)
+
+    async def run_supervision(self) -> None:
+        """NULL polls every ``poll_interval_s`` until cancelled."""
+        while True:
+            await asyncio.sleep(self._cfg.poll_interval_s)
+            result = await self.supervise_once()
+            if not result.ok:
+                log.warning("DC-09 supervision poll failed on every path: %s", result.detail)
+
+    async def close(self) -> None:
+        async with self._lock:
+            for link in self._links:
+                await link.close()
+
+    async def _deliver(self, message: Message) -> SendResult:
+        seq = self._seq.next()
+        attempts, failures = 0, []
+        for index in self._order():
+            link = self._links[index]
+            outcome, tries, detail = await self._try_link(link, message, seq)
+            attempts += tries
+            if outcome != "failed":
+                await self._switch_to(index)
+                self._mark(link.name, up=True)
+                return SendResult(outcome == "ack", outcome, link.name, attempts, detail)
+            failures.append(f"{link.name} {link.receiver}: {detail}")
+            self._mark(link.name, up=False)
+        await self._switch_to(0)  # next message starts again with the primary
+        return SendResult(False, "failed", "", attempts, "; ".join(failures))
+
+    def _order(self) -> list[int]:
+        """The current path first, then the following ones, wrapping round."""
+        count = len(self._links)
+        return [(self._current + i) % count for i in range(count)]
+
+    async def _try_link(
+        self, link: ReceiverLink, message: Message, seq: int, tries: int | None = None
+    ) -> tuple[Outcome, int, str]:
+        tries = self._cfg.retries + 1 if tries is None else tries
+        detail = ""
+        for attempt in range(1, tries + 1):
+            stamp = format_timestamp(self._clock() + link.offset_s)
+            text = body(message.id, seq, self._header, message.tail(stamp), self._cipher)
+            try:
+                reply = await link.exchange(frame(text), seq, self._cipher)
+                self._check(reply.account, reply.encrypted, reply.kind)
+            except LinkError as exc:
+                detail = str(exc)
+                if attempt < tries:
+                    await _backoff(attempt)
+                continue
+            except ReplyError as exc:
+                log.warning("DC-09 %s receiver %s: %s", link.name, link.receiver, exc)
+                detail = str(exc)
+                continue
+            if reply.kind in ("ACK", "RSP"):
+                return "ack", attempt, reply.kind
+            if reply.kind == "DUH":
+                return "duh", attempt, "DUH: the receiver refuses this message; not resent"
+            detail = self._on_nak(link, reply.timestamp)
+        return "failed", tries, detail
+
+    def _check(self, account: str | None, encrypted: bool, kind: str) -> None:
+        if account is not None and account != self._cfg.account:
+            raise ReplyError(f"reply for account {account}, not ours ({self._cfg.account})")
+        if self._cipher and kind in ("ACK", "RSP") and not encrypted:
+            raise ReplyError("unencrypted ACK to an encrypted message: not trusted")
+
+    def _on_nak(self, link: ReceiverLink, receiver_time: float | None) -> str:
+        if receiver_time is None:
+            return "NAK without time: the receiver may not know this account or key"
+        offset = round(receiver_time - self._clock())
+        if abs(offset - link.offset_s) <= CLOCK_SLACK_S:
+            return "NAK although our clocks agree: check the account and key with the station"
+        log.warning(
+            "DC-09 %s receiver %s clock differs from ours by %+d s: timestamps adjusted",
+            link.name,
+            link.receiver,
+            offset,
+        )
+        link.offset_s = offset
+        return f"NAK: timestamp refused, clock offset now {offset:+d} s"
+
+    async def _probe_primary(self) -> None:
+        primary = self._links[0]
+        outcome, _, detail = await self._try_link(primary, NULL_MESSAGE, self._seq.next(), 1)
+        if outcome == "ack":
+            log.info("DC-09 primary receiver %s answers again: back to it", primary.receiver)
+            await self._switch_to(0)
+            self._mark(primary.name, up=True)
+        else:
+            await primary.close()
+            log.debug("DC-09 primary receiver still unavailable: %s", detail)
+
+    async def _switch_to(self, index: int) -> None:
+        if index == self._current:
+            return
+        old, new = self._links[self._current], self._links[index]
+        log.warning("DC-09 path change: %s → %s (%s)", old.name, new.name, new.receiver)
+        await old.close()
+        self._current = index
+
+    def _mark(self, name: str, *, up: bool) -> None:
+        if self._up[name] == up:
+            return
+        self._up[name] = up
+        log.warning("DC-09 path %s %s", name, "restored" if up else "failed")
+        if self._on_path_change is None:
+            return
+        try:
+            self._on_path_change(name, up)
+        except Exception:
+            log.exception("on_path_change(%s, %s) failed", name, up)
+
+
+async def _backoff(attempt: int) -> None:
+    """Jittered pause before reconnecting, so a refusing receiver is not hammered."""
+    delay = min(BACKOFF_STEP_S * attempt, BACKOFF_MAX_S)
+    await asyncio.sleep(delay * random.uniform(0.5, 1.0))
