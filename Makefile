@@ -19,8 +19,10 @@ sysdeps:
 
 $(STAMP): pyproject.toml | sysdeps
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	@echo "installing the package and its tools into $(VENV) (log: $(VENV)/install.log)"
+	@$(PY) -m pip install -q --upgrade pip > $(VENV)/install.log 2>&1 \
+	  && $(PY) -m pip install -q -e '.[dev]' >> $(VENV)/install.log 2>&1 \
+	  || { tail -30 $(VENV)/install.log; exit 1; }
 	@touch $(STAMP)
 
 demo: sysdeps $(STAMP)

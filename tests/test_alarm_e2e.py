@@ -99,7 +99,7 @@ def test_armed_burglary_then_confirmation_and_siren(box: Box) -> None:
     second = box.watch.wait("edge/events", kind="burglary_confirmed").json()
     assert (second["sia"], second["cid"], second["confirmed"]) == ("BV", 139, True)
     assert second["details"]["first_zone"] == "hall"
-    status = json.loads(box.cli("panel", "status").stdout)
+    status = json.loads(box.cli("panel", "status", "--json").stdout)
     assert status["outputs"]["siren"]["on"] is True
 
 
@@ -117,14 +117,17 @@ def test_loop_between_bands_is_a_fault(box: Box) -> None:
 
 
 def test_sigkill_restart_keeps_arming_and_every_event(box: Box) -> None:
-    assert box.cli("panel", "arm").returncode == 0
+    arm = box.cli("panel", "arm")
+    assert (arm.returncode, arm.stdout.strip()) == (0, "partition main: armed full")
     box.watch.wait("edge/events", kind="armed")
     assert box.cli("sim", "trip", "office").returncode == 0
+    summary = box.cli("panel", "status").stdout
+    assert "partition main: alarm" in summary and "zone office: loop alarm" in summary
     alarm = box.watch.wait("edge/events", kind="burglary").json()
     box.proc.send_signal(signal.SIGKILL)
     box.proc.wait()
     box.proc = box.start()
-    status = json.loads(box.cli("panel", "status").stdout)
+    status = json.loads(box.cli("panel", "status", "--json").stdout)
     assert status["panel"]["partitions"]["main"]["state"] in ("armed_full", "alarm")
     ids = {row["id"] for row in box.journal()}
     assert alarm["id"] in ids

@@ -122,7 +122,8 @@ def _wait_ready(cfg: Any, alarm: subprocess.Popen[bytes], timeout: float = 10.0)
 
 
 def _explain(path: Path, cfg: Any) -> None:
-    edge = shlex.quote(str(Path(sys.executable).with_name("edge")))
+    exe = Path(sys.executable).with_name("edge")
+    edge = shlex.quote(os.path.relpath(exe) if exe.is_relative_to(Path.cwd()) else str(exe))
     c = f"--config {shlex.quote(str(path))}"
     zones = ", ".join(z.id for z in cfg.zones)
     print(f"""

@@ -34,6 +34,7 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     actions.add_parser("status", help="panel, zones and outputs", parents=parents)
     for p in actions.choices.values():
         p.add_argument("--user", default=None, help="who is acting (journaled)")
+        p.add_argument("--json", action="store_true", help="print the raw JSON answer")
         p.set_defaults(func=run)
 
 
@@ -72,5 +73,37 @@ def run(args: argparse.Namespace) -> int:
         print(f"refused: {answer.get('reason')}", file=sys.stderr)
         return 1
     answer.pop("v", None)
-    print(json.dumps(answer, indent=2, sort_keys=True))
+    print(json.dumps(answer, indent=2, sort_keys=True) if args.json else summary(answer))
     return 0
+
+
+def summary(answer: dict[str, Any]) -> str:
+    """The answer in one or a few lines an installer reads on a phone."""
+    if "panel" in answer:
+        parts = answer["panel"].get("partitions", {})
+        lines = [summary({"partition": p}) for p in parts.values()]
+        zones = answer["panel"].get("zones", {}).values()
+        lines += [
+            summary({"zone": z}) for z in zones if z.get("loop") != "normal" or z.get("bypassed")
+        ]
+        outs = answer.get("outputs", {})
+        lines += [summary({"id": k, **v}) for k, v in sorted(outs.items())]
+        return "\n".join(lines)
+    if "partition" in answer:
+        p = answer["partition"]
+        text = f"partition {p.get('id')}: {str(p.get('state', '?')).replace('_', ' ')}"
+        if p.get("open_zones"):
+            text += f"; open: {', '.join(p['open_zones'])}"
+        if p.get("bypassed_zones"):
+            text += f"; bypassed: {', '.join(p['bypassed_zones'])}"
+        return text
+    if "zone" in answer:
+        z = answer["zone"]
+        bypass = f", bypassed ({z.get('bypass_reason')})" if z.get("bypassed") else ""
+        return f"zone {z.get('id')}: loop {z.get('loop')}{bypass}"
+    if "readback" in answer:
+        state = "on" if answer.get("on") else "off"
+        until = f" until {answer['until']}" if answer.get("until") else ""
+        readback = "on" if answer.get("readback") else "off"
+        return f"output {answer.get('id')}: {state}{until} (pin reads {readback})"
+    return json.dumps(answer, indent=2, sort_keys=True)
