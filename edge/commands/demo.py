@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge.errors import EX_CONFIG, EX_UNAVAILABLE, ConfigError
+from edge.errors import EX_UNAVAILABLE, ConfigError
 
 DEMO_SITE = Path("hw-sim/sites/demo.toml")
 
@@ -36,11 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from edge.config import load_config
 
     path = Path(args.config) if args.config else DEMO_SITE
-    try:
-        cfg = load_config(path)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return EX_CONFIG
+    cfg = load_config(path)  # a ConfigError is reported by edge.cli (exit 78)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         procs.append(_start_broker(cfg))

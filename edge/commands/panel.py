@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any
 
-from edge.errors import EX_CONFIG, EX_USAGE, CommandError, ConfigError
+from edge.errors import EX_USAGE, CommandError
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -57,11 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from edge.commands.remote import ask
     from edge.config import load_config
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return EX_CONFIG
+    cfg = load_config(args.config)  # a ConfigError is reported by edge.cli (exit 78)
     try:
         answer = ask(
             cfg.bus.url, Topics.ALARM_CMD, request_of(args), "edge/alarm/reply", "edge-alarm"

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Any
-
-from edge.errors import EX_CONFIG, ConfigError
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -29,11 +26,7 @@ def run(args: argparse.Namespace) -> int:
         without_openssl()  # before anything imports asyncio, paho or hashlib
     from edge.config import load_config
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return EX_CONFIG
+    cfg = load_config(args.config)  # a ConfigError is reported by edge.cli (exit 78)
     if args.service == "broker":
         return _broker(cfg)
     import asyncio

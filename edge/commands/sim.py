@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Any
 
-from edge.errors import EX_CONFIG, EX_USAGE, CommandError, ConfigError
+from edge.errors import EX_USAGE, CommandError
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -37,11 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from edge.commands.remote import ask
     from edge.config import load_config
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return EX_CONFIG
+    cfg = load_config(args.config)  # a ConfigError is reported by edge.cli (exit 78)
     ids = [z.id for z in cfg.zones]
     if args.zone not in ids:
         print(
