@@ -83,6 +83,13 @@ class Kind(str, Enum):
     OUTPUT_ON = "output_on"
     OUTPUT_OFF = "output_off"
     SIREN_CUTOFF = "siren_cutoff"
+    COMM_TROUBLE = "comm_trouble"
+    COMM_RESTORE = "comm_restore"
+    RECEIVER_PATH_FAIL = "receiver_path_fail"
+    RECEIVER_PATH_RESTORE = "receiver_path_restore"
+    TRANSMISSION_REJECTED = "transmission_rejected"
+    COMMAND_EXECUTED = "command_executed"
+    COMMAND_REFUSED = "command_refused"
     SERVICE_STARTED = "service_started"
     JOURNAL_PRUNED = "journal_pruned"
 
@@ -134,6 +141,15 @@ SPECS: dict[Kind, KindSpec] = {
     Kind.OUTPUT_ON: KindSpec(None, None, 1, _LOC, "output on", transmit=False),
     Kind.OUTPUT_OFF: KindSpec(None, None, 3, _LOC, "output off", transmit=False),
     Kind.SIREN_CUTOFF: KindSpec(None, None, 3, _LOC, "siren cut off", transmit=False),
+    Kind.COMM_TROUBLE: KindSpec("YC", 350, 1, _F, "communication with the central station lost"),
+    Kind.COMM_RESTORE: KindSpec("YK", 350, 3, _R, "communication with the central station back"),
+    Kind.RECEIVER_PATH_FAIL: KindSpec("YS", 354, 1, _F, "alarm receiver path failed"),
+    Kind.RECEIVER_PATH_RESTORE: KindSpec("YK", 354, 3, _R, "alarm receiver path back"),
+    Kind.TRANSMISSION_REJECTED: KindSpec(
+        None, None, 1, _LOC, "event rejected by the receiver", transmit=False
+    ),
+    Kind.COMMAND_EXECUTED: KindSpec(None, None, 1, _LOC, "remote command executed", transmit=False),
+    Kind.COMMAND_REFUSED: KindSpec(None, None, 1, _LOC, "remote command refused", transmit=False),
     Kind.SERVICE_STARTED: KindSpec("RR", 305, 1, _SYS, "alarm service started"),
     Kind.JOURNAL_PRUNED: KindSpec(None, None, 1, _LOC, "journal pruned", transmit=False),
 }
@@ -153,6 +169,8 @@ RESTORE_OF: dict[Kind, Kind] = {
     Kind.TECHNICAL: Kind.TECHNICAL_RESTORE,
     Kind.LOOP_FAULT: Kind.LOOP_FAULT_RESTORE,
     Kind.FIRE_LOOP_FAULT: Kind.FIRE_LOOP_FAULT_RESTORE,
+    Kind.COMM_TROUBLE: Kind.COMM_RESTORE,
+    Kind.RECEIVER_PATH_FAIL: Kind.RECEIVER_PATH_RESTORE,
 }
 
 

@@ -6,6 +6,7 @@ from collections import Counter
 
 from pydantic import Field, model_validator
 
+from edge.config.dc09 import Dc09Config, site_problems
 from edge.config.models import (
     Bus,
     Hardware,
@@ -18,6 +19,7 @@ from edge.config.models import (
     Strict,
     Zone,
 )
+from edge.config.remote import RemoteConfig
 from edge.hw.pins import spi_pins
 
 # Cross-section problems travel in one ValueError; the loader splits them again.
@@ -37,6 +39,11 @@ class SiteConfig(Strict):
     zones: list[Zone] = Field(default_factory=list, max_length=64, description="Alarm inputs.")
     outputs: list[Output] = Field(default_factory=list, max_length=32, description="Relays.")
     siren: SirenRule | None = Field(None, description="Local siren rule.")
+    dc09: Dc09Config | None = Field(None, description="SIA DC-09 transmission to alarm receivers.")
+    remote: RemoteConfig = Field(
+        default_factory=RemoteConfig,
+        description="Signed remote commands from the central station.",
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> SiteConfig:
@@ -47,6 +54,7 @@ class SiteConfig(Strict):
             *self._pins(),
             *self._channels(),
             *self._references(),
+            *(site_problems(self.dc09, self) if self.dc09 else []),
         ]
         if problems:
             raise ValueError(CROSS_SEPARATOR.join(problems))
