@@ -137,8 +137,13 @@ class Journal:
         ro = self.readonly
         target = f"{self.path.resolve().as_uri()}?mode=ro" if ro else str(self.path)
         try:
+            # A reader waits briefly (it polls again anyway), so Ctrl-C on `--follow` is prompt.
             db = sqlite3.connect(
-                target, uri=ro, timeout=5.0, isolation_level=None, check_same_thread=False
+                target,
+                uri=ro,
+                timeout=0.5 if ro else 5.0,
+                isolation_level=None,
+                check_same_thread=False,
             )
         except sqlite3.Error as exc:
             raise _error(self.path, "open", exc) from exc
@@ -330,6 +335,14 @@ class Journal:
             params.append(zone)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         return self._select(f"{where} ORDER BY seq DESC LIMIT ?", (*params, limit))[::-1]
+
+    def by_seqs(self, seqs: Sequence[int]) -> list[Event]:
+        """Rows with these sequence numbers, in the order given (missing ones skipped)."""
+        if not seqs:
+            return []
+        marks = ",".join("?" * len(seqs))
+        rows = {e.seq: e for e in self._select(f" WHERE seq IN ({marks})", tuple(seqs))}
+        return [rows[s] for s in seqs if s in rows]
 
     def get(self, event_id: str) -> Event | None:
         with self._guarded("read"):

@@ -168,7 +168,12 @@ def _wait_for(path: Path) -> Journal:
 def _follow(journal: Journal, last: int, zone: str | None, as_json: bool) -> None:
     """Poll for rows after ``last`` until interrupted; polling keeps the reader lock-free."""
     while True:
-        batch = journal.since(last, limit=BATCH)
+        try:
+            batch = journal.since(last, limit=BATCH)
+        except JournalError as exc:  # the writer restarting or checkpointing: try again
+            print(f"journal busy ({exc}); retrying", file=sys.stderr, flush=True)
+            time.sleep(POLL_S)
+            continue
         for event in batch:
             last = event.seq
             if zone is None or event.zone_id == zone:
