@@ -20,6 +20,7 @@ from edge.config.models import (
     Zone,
 )
 from edge.config.remote import RemoteConfig
+from edge.config.uplink import HeartbeatConfig, OutboxConfig
 from edge.hw.pins import spi_pins
 
 # Cross-section problems travel in one ValueError; the loader splits them again.
@@ -40,6 +41,13 @@ class SiteConfig(Strict):
     outputs: list[Output] = Field(default_factory=list, max_length=32, description="Relays.")
     siren: SirenRule | None = Field(None, description="Local siren rule.")
     dc09: Dc09Config | None = Field(None, description="SIA DC-09 transmission to alarm receivers.")
+    heartbeat: HeartbeatConfig = Field(
+        default_factory=HeartbeatConfig, description="Cyclic test sent to the central station."
+    )
+    outbox: OutboxConfig = Field(
+        default_factory=OutboxConfig,
+        description="Events kept and retried until the central station acknowledges them.",
+    )
     remote: RemoteConfig = Field(
         default_factory=RemoteConfig,
         description="Signed remote commands from the central station.",
