@@ -16,20 +16,22 @@ import logging
 import signal
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from edge import __version__, system
 from edge.alarm.inputs import Inputs, Reading
+from edge.alarm.local import LocalControl
 from edge.alarm.outputs import OutputBank
 from edge.alarm.panel import AlarmPanel, Outcome
 from edge.alarm.state import PanelStateFile
-from edge.bus import Bus, Message, Topics
+from edge.bus import Bus, Topics
 from edge.config import SiteConfig
 from edge.errors import BusError, CommandError
 from edge.events import Category, Event, Kind
 from edge.hw.pins import make_pin_factory
 from edge.journal import Journal, journal_path
 from edge.tasks import supervise
+from edge.uplink.runtime import Uplink
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,18 @@ class AlarmService:
         self.outputs = OutputBank(cfg.outputs, self.factory, self.loop, self._journal_one)
         self.inputs = Inputs(cfg, self.factory, self.loop, self._on_reading)
         self.watchdog = system.Watchdog()
+        self.stop = asyncio.Event()
+        self.local = LocalControl(self)
+        self.uplink = Uplink(
+            cfg,
+            bus=self.bus,
+            journal=self.journal,
+            journal_event=self._journal_one,
+            execute=self.local.execute,
+            status=self.health,
+            restart=self._restart,
+            watchdog=self.watchdog,
+        )
         self.new_event = asyncio.Event()
         self.dirty_zones: set[str] = set()
         self.zone_dirty = asyncio.Event()
@@ -74,13 +88,19 @@ class AlarmService:
     # -- event flow -------------------------------------------------------------------------
     def _journal_one(self, event: Event) -> None:
         self.journal.append(event)
-        self.new_event.set()
+        self._committed()
 
-    def _apply(self, outcome: Outcome) -> Outcome:
+    def _committed(self) -> None:
+        """New journal rows: wake every reader of the journal (bus publisher, uplink)."""
+        self.new_event.set()
+        if hasattr(self, "uplink"):
+            self.uplink.notify()
+
+    def apply(self, outcome: Outcome) -> Outcome:
         """Commit an outcome: journal first, then outputs, then state for the bus."""
         if outcome.events:
             self.journal.append_many(outcome.events)
-            self.new_event.set()
+            self._committed()
             for ev in outcome.events:
                 if ev.zone_id:
                     self.dirty_zones.add(ev.zone_id)
@@ -104,7 +124,7 @@ class AlarmService:
             if v is not None and v != float("inf")
         }
         now = reading.mono_ns / 1e9
-        self._apply(self.panel.loop_changed(reading.zone_id, reading.state, now, details or None))
+        self.apply(self.panel.loop_changed(reading.zone_id, reading.state, now, details or None))
         self.dirty_zones.add(reading.zone_id)
 
     # -- loops ------------------------------------------------------------------------------
@@ -194,7 +214,7 @@ class AlarmService:
         next_prune = time.monotonic() + 60.0
         while True:
             now = time.monotonic()
-            self._apply(self.panel.tick(now, dt.datetime.now(tz)))
+            self.apply(self.panel.tick(now, dt.datetime.now(tz)))
             if now >= next_prune:
                 next_prune = now + PRUNE_EVERY_S
                 self._prune()
@@ -212,89 +232,6 @@ class AlarmService:
         self.watchdog.register("inputs", max_silence=10.0)
         await self.inputs.run_adc(beat=lambda: self.watchdog.beat("inputs"))
 
-    async def commands(self) -> None:
-        """Local commands on edge/alarm/cmd (arm, disarm, bypass, output) for the CLI and tests."""
-        sub = self.bus.subscribe(Topics.ALARM_CMD)
-        async for msg in sub:
-            await self._reply(msg, self._command(msg))
-
-    def _command(self, msg: Message) -> dict[str, Any]:
-        try:
-            req = msg.json()
-            if not isinstance(req, dict):
-                raise CommandError('a command is a JSON object such as {"action": "arm"}')
-            return {"ok": True, **self.execute(req)}
-        except CommandError as exc:
-            return {"ok": False, "reason": str(exc)}
-
-    def execute(self, req: dict[str, Any]) -> dict[str, Any]:
-        action = req.get("action")
-        now = time.monotonic()
-        user = req.get("user")
-        if action in ("arm", "disarm"):
-            part = str(req.get("partition") or self.cfg.partitions[0].id)
-            if action == "arm":
-                mode: Literal["full", "part"] = "part" if req.get("mode") == "part" else "full"
-                out = self.panel.arm(
-                    part, mode, now, force=bool(req.get("force")), source="command", user=user
-                )
-            else:
-                out = self.panel.disarm(part, now, source="command", user=user)
-            self._apply(out)
-            if not out.ok:
-                raise CommandError(out.reason)
-            return {"partition": self.panel.partition_status(part)}
-        if action in ("bypass", "unbypass"):
-            zone = str(req.get("zone"))
-            fn = self.panel.bypass if action == "bypass" else self.panel.unbypass
-            out = self._apply(fn(zone, now, source="command", user=user))
-            if not out.ok:
-                raise CommandError(out.reason)
-            return {"zone": self.panel.zone_status(zone)}
-        if action in ("on", "off", "pulse"):
-            output = str(req.get("output"))
-            if action == "pulse":
-                return self.outputs.pulse(output, req.get("seconds"), reason="command", user=user)
-            switch = self.outputs.on if action == "on" else self.outputs.off
-            return switch(output, reason="command", user=user)
-        if action == "status":
-            return self.status()
-        raise CommandError(
-            f"unknown action {action!r}: use arm, disarm, bypass, unbypass, "
-            "on, off, pulse or status"
-        )
-
-    async def _reply(self, msg: Message, result: dict[str, Any]) -> None:
-        try:
-            req = msg.json()
-        except CommandError:
-            req = {}
-        topic = req.get("reply") if isinstance(req, dict) else None
-        if not isinstance(topic, str) or not topic.startswith("edge/"):
-            topic = Topics.ALARM_CMD_RESULT
-        await self.bus.publish(topic, {"v": 1, **result}, timeout=5.0)
-
-    async def simulator(self) -> None:
-        """In sim mode, `edge sim` sets loops over the bus (edge/sim/zones/<id>/set)."""
-        assert self.sim is not None
-        sub = self.bus.subscribe(Topics.SIM_SET_ALL)
-        async for msg in sub:
-            zone_id = msg.topic.split("/")[3]
-            text = msg.payload.decode("utf-8", "replace").strip()
-            reply = None
-            if text.startswith("{"):
-                try:
-                    body = msg.json()
-                    text, reply = str(body.get("cmd", "")), body.get("reply")
-                except (CommandError, AttributeError):
-                    pass
-            try:
-                result = {"ok": True, "zone": zone_id, "said": self.sim.apply(zone_id, text)}
-            except CommandError as exc:
-                result = {"ok": False, "zone": zone_id, "reason": str(exc)}
-            if isinstance(reply, str) and reply.startswith("edge/sim/"):
-                await self.bus.publish(reply, result, timeout=5.0)
-
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
         """Bring inputs up and restore the arming state before declaring READY."""
@@ -305,7 +242,7 @@ class AlarmService:
         self.inputs.start()
         saved = self.state_file.load()
         if saved:
-            self._apply(self.panel.restore_arming(saved, time.monotonic()))
+            self.apply(self.panel.restore_arming(saved, time.monotonic()))
 
     async def run(self) -> None:
         await self.bus.start()
@@ -314,14 +251,35 @@ class AlarmService:
             "zone_states": self.zone_states(),
             "ticker": self.ticker(),
             "adc": self.adc(),
-            "commands": self.commands(),
+            "commands": self.local.run_commands(),
             "watchdog": self.watchdog.run(),
         }
         if self.cfg.hardware.backend == "sim":
-            loops["simulator"] = self.simulator()
+            loops["simulator"] = self.local.run_simulator()
+        loops.update(self.uplink.loops())
         await supervise(loops)
 
+    def health(self) -> dict[str, Any]:
+        """What the heartbeat reports: arming, open faults, versions."""
+        panel = self.panel.status()
+        faults = [
+            {"zone": zid, "loop": z.get("loop")}
+            for zid, z in panel["zones"].items()
+            if z.get("loop") not in ("normal", "alarm")
+        ]
+        return {
+            "uptime_s": time.monotonic() - self.started,
+            "armed": {pid: p["state"] for pid, p in panel["partitions"].items()},
+            "faults": faults,
+            "versions": {"edge": __version__},
+        }
+
+    def _restart(self, service: str) -> None:
+        log.warning("restart of %s requested by the central station", service)
+        self.loop.call_later(0.5, self.stop.set)
+
     async def close(self) -> None:
+        await self.uplink.close()
         self.inputs.close()
         self.outputs.close()
         await self.bus.close()
@@ -369,7 +327,7 @@ async def run_alarm(cfg: SiteConfig) -> int:
     """Entry point of `edge run alarm`: returns the process exit code."""
     service = AlarmService(cfg)
     service.start()
-    stop = asyncio.Event()
+    stop = service.stop
     for sig in (signal.SIGTERM, signal.SIGINT):
         service.loop.add_signal_handler(sig, stop.set)
     zones = len(cfg.zones)

@@ -1,0 +1,216 @@
+"""Delivery to the central station through the box broker's bridge, acknowledged by event id.
+
+Every event that must reach the central station sits in the outbox until the station
+publishes its id on ``sites/<id>/ack`` (``edge/down/ack`` on the box broker). The sender
+publishes what is due in priority order (alarms first), the ack listener removes what was
+acknowledged, and unacknowledged events are resent with backoff. A local PUBACK only means
+the box broker took the message; it is never taken as delivery.
+
+The link watcher follows mosquitto's bridge notifications: when the path has been down
+longer than ``central.link_trouble_after_s``, a communication-trouble event (YC / 350) is
+journaled — it travels by DC-09 if that path works, and over MQTT once the link is back —
+followed by its restore when the link returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from edge.bus import Bus, Message
+from edge.errors import BusError, CommandError
+from edge.events import Event, Kind
+from edge.journal import Journal
+from edge.uplink.heartbeat import HeartbeatScheduler, heartbeat_payload
+from edge.uplink.outbox import Outbox
+from edge.uplink.topics import down, link, up
+
+log = logging.getLogger(__name__)
+
+TRANSPORT = "mqtt"
+BATCH = 500
+ACK_BATCH_S = 0.02
+
+
+class CentralLink:
+    """Outbox sender, ack listener, heartbeat and link supervision for the MQTT path."""
+
+    def __init__(
+        self,
+        *,
+        site_id: str,
+        bus: Bus,
+        journal: Journal,
+        outbox: Outbox,
+        journal_event: Callable[[Event], None],
+        status: Callable[[], dict[str, Any]],
+        heartbeat_s: float,
+        trouble_after_s: float,
+        beat: Callable[[str], None],
+    ) -> None:
+        self.site_id = site_id
+        self.bus = bus
+        self.journal = journal
+        self.outbox = outbox
+        self.journal_event = journal_event
+        self.status = status
+        self.heartbeat = HeartbeatScheduler(heartbeat_s)
+        self.trouble_after_s = trouble_after_s
+        self.beat = beat
+        self.wake = asyncio.Event()
+        self.link_up = False
+        self.link_changed = time.monotonic()
+        self.in_trouble = False
+
+    def notify(self) -> None:
+        """New journal rows exist: enqueue them and wake the sender."""
+        self.wake.set()
+
+    # -- sender -------------------------------------------------------------------------------
+    async def run_sender(self) -> None:
+        backoff = 0.1
+        while True:
+            self.beat("central_sender")
+            self.outbox.catch_up(self.journal)
+            items = self.outbox.due(TRANSPORT, time.monotonic(), limit=BATCH)
+            if not items:
+                await self._idle()
+                continue
+            try:
+                await self._send(items)
+                backoff = 0.1
+            except BusError as exc:
+                log.warning(
+                    "box bus unavailable, %d event(s) wait for the central station: %s",
+                    self.outbox.depth(TRANSPORT),
+                    exc,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _send(self, items: list[Any]) -> None:
+        events = self.journal.by_seqs([i.seq for i in items])
+        found = {e.seq for e in events}
+        for item in items:
+            if item.seq not in found:
+                self.outbox.reject(TRANSPORT, item.seq, "no longer in the journal")
+        sent: list[int] = []
+        try:
+            for ev in events:
+                await self.bus.publish(
+                    up("events"), {**ev.to_dict(), "site": self.site_id}, timeout=5.0
+                )
+                sent.append(ev.seq)
+        finally:
+            self.outbox.mark_sent(TRANSPORT, sent, time.monotonic())
+
+    async def _idle(self) -> None:
+        """Sleep until new rows, an ack, or the earliest resend is due (at most 1 s)."""
+        self.wake.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), 1.0)
+
+    # -- acks ---------------------------------------------------------------------------------
+    async def run_acks(self) -> None:
+        """Central acks: ``{"id": ...}`` or ``{"ids": [...]}``; applied in small batches."""
+        sub = self.bus.subscribe(down("ack"))
+        while True:
+            msg = await sub.get()
+            ids = _ack_ids(msg)
+            deadline = time.monotonic() + ACK_BATCH_S
+            while len(ids) < BATCH:
+                try:
+                    more = await sub.get(timeout=max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    break
+                ids.extend(_ack_ids(more))
+            if ids:
+                self.outbox.ack(TRANSPORT, ids)
+
+    # -- heartbeat ----------------------------------------------------------------------------
+    async def run_heartbeat(self) -> None:
+        while True:
+            self.beat("heartbeat")
+            delay = self.heartbeat.next_due() - time.monotonic()
+            await asyncio.sleep(min(max(0.0, delay), 1.0))
+            if not self.heartbeat.due():
+                continue
+            seq = self.heartbeat.fired()
+            status = self.status()
+            payload = heartbeat_payload(
+                seq=seq,
+                site=self.site_id,
+                uptime_s=status["uptime_s"],
+                armed=status["armed"],
+                open_faults=status["faults"],
+                outbox=self.outbox_summary(),
+                versions=status["versions"],
+            )
+            try:
+                await self.bus.publish(up("heartbeat"), payload, timeout=5.0)
+            except BusError as exc:
+                log.warning("heartbeat %d not published: %s", seq, exc)
+
+    def outbox_summary(self) -> dict[str, Any]:
+        now = time.time()
+        return {
+            t: {
+                "depth": self.outbox.depth(t),
+                "oldest_s": _round(self.outbox.oldest_unacked_age_s(t, now)),
+            }
+            for t in self.outbox.transports
+        }
+
+    # -- link supervision ---------------------------------------------------------------------
+    async def run_link(self) -> None:
+        sub = self.bus.subscribe(link(self.site_id))
+        while True:
+            self.beat("link")
+            try:
+                msg = await sub.get(timeout=1.0)
+            except TimeoutError:
+                msg = None
+            if msg is not None:
+                self._link_state(msg.payload.strip() == b"1")
+            elif not self.bus.connected:
+                self._link_state(False)
+            self._check_trouble()
+
+    def _link_state(self, up_now: bool) -> None:
+        if up_now != self.link_up:
+            log.info("central link %s", "up" if up_now else "down")
+            self.link_up = up_now
+            self.link_changed = time.monotonic()
+            self.wake.set()
+
+    def _check_trouble(self) -> None:
+        down_for = time.monotonic() - self.link_changed
+        if not self.link_up and not self.in_trouble and down_for >= self.trouble_after_s:
+            self.in_trouble = True
+            self.journal_event(
+                Event(Kind.COMM_TROUBLE, details={"path": "central", "down_s": round(down_for)})
+            )
+        elif self.link_up and self.in_trouble:
+            self.in_trouble = False
+            self.journal_event(Event(Kind.COMM_RESTORE, details={"path": "central"}))
+
+
+def _ack_ids(msg: Message) -> list[str]:
+    try:
+        body = msg.json()
+    except CommandError as exc:
+        log.warning("ignored a malformed ack: %s", exc)
+        return []
+    if not isinstance(body, dict):
+        return []
+    many = body.get("ids")
+    ids: list[Any] = many if isinstance(many, list) else [body.get("id")]
+    return [i for i in ids if isinstance(i, str) and 0 < len(i) <= 64]
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
