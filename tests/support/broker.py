@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,30 @@ def start_mosquitto(workdir: Path, *, unix: bool = False, extra_conf: str = "") 
             raise
         if sock_path and not sock_path.startswith(str(workdir)):
             weakref.finalize(broker, shutil.rmtree, os.path.dirname(sock_path), True)
+        return broker
+    raise RuntimeError(f"could not find a free port for mosquitto; log:\n{broker.log_tail()}")
+
+
+def start_configured(workdir: Path, render: Callable[[int], str]) -> Broker:
+    """Start mosquitto on a whole config the caller renders for a free loopback port (its
+    listener must be ``127.0.0.1:<port>``): for configs we do not write here, such as the box
+    broker's generated one or the central broker's example."""
+    if not MOSQUITTO.exists():
+        raise FileNotFoundError(f"{MOSQUITTO} is missing: apt-get install mosquitto")
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf_path, log_path = workdir / "mosquitto.conf", workdir / "mosquitto.log"
+    for _attempt in range(3):
+        port = free_port()
+        conf_path.write_text(render(port))
+        url = f"mqtt://127.0.0.1:{port}"
+        broker = Broker(url, port, None, _spawn(conf_path, log_path), conf_path, log_path)
+        try:
+            _wait_ready(broker)
+        except RuntimeError:
+            broker.kill()
+            if "Address already in use" in broker.log_tail():
+                continue  # lost the free-port race; try another port
+            raise
         return broker
     raise RuntimeError(f"could not find a free port for mosquitto; log:\n{broker.log_tail()}")
 
