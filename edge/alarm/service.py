@@ -30,7 +30,7 @@ from edge.errors import BusError, CommandError
 from edge.events import Category, Event, Kind
 from edge.hw.pins import make_pin_factory
 from edge.journal import Journal, journal_path
-from edge.tasks import supervise
+from edge.tasks import supervise, within
 from edge.uplink.runtime import Uplink
 
 log = logging.getLogger(__name__)
@@ -139,8 +139,8 @@ class AlarmService:
                 self.new_event.clear()
                 rows = self.journal.since(self.cursor.seq, limit=200)
                 if not rows:
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self.new_event.wait(), 1.0)
+                    with contextlib.suppress(TimeoutError):
+                        await within(self.new_event.wait(), 1.0)
                     continue
             try:
                 for ev in rows:
@@ -164,8 +164,8 @@ class AlarmService:
         while True:
             self.watchdog.beat("zone_states")
             changed = False
-            with contextlib.suppress(asyncio.TimeoutError):
-                changed = await asyncio.wait_for(self.zone_dirty.wait(), 1.0)
+            with contextlib.suppress(TimeoutError):
+                changed = await within(self.zone_dirty.wait(), 1.0)
             self.zone_dirty.clear()
             try:
                 while self.dirty_zones:
@@ -205,6 +205,7 @@ class AlarmService:
             "journal_seq": self.journal.last_seq(),
             "panel": self.panel.status(),
             "outputs": self.outputs.states(),
+            "outbox": self.uplink.stats(),
         }
 
     async def ticker(self) -> None:

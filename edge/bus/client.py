@@ -10,6 +10,7 @@ from edge.bus.message import Payload, encode_payload
 from edge.bus.subscription import Subscription
 from edge.bus.topics import validate_filter
 from edge.errors import BusError
+from edge.tasks import within
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,8 @@ class Bus(Connection):
         if self._connected:
             return True
         try:
-            await asyncio.wait_for(self._connected_evt.wait(), timeout)
-        except asyncio.TimeoutError:
+            await within(self._connected_evt.wait(), timeout)
+        except TimeoutError:
             return False
         return True
 
@@ -82,8 +83,8 @@ class Bus(Connection):
                 self._send(req)
             else:
                 self._backlog.append(req)
-            await asyncio.wait_for(req.fut, timeout)
-        except asyncio.TimeoutError:
+            await within(req.fut, timeout)
+        except TimeoutError:
             raise self._timeout_error(req, timeout) from None
         finally:
             self._pending -= 1
@@ -125,8 +126,8 @@ class Bus(Connection):
         if self._connected:
             self._client.disconnect()
             try:
-                await asyncio.wait_for(self._lost.wait(), CLOSE_FLUSH_TIMEOUT)
-            except asyncio.TimeoutError:
+                await within(self._lost.wait(), CLOSE_FLUSH_TIMEOUT)
+            except TimeoutError:
                 log.warning("the box broker at %s did not see our DISCONNECT in time", self.url)
         for task in self._tasks:
             task.cancel()
@@ -160,7 +161,7 @@ class Bus(Connection):
         if entry is None:
             return False
         try:
-            await asyncio.wait_for(entry.acked.wait(), timeout)
-        except asyncio.TimeoutError:
+            await within(entry.acked.wait(), timeout)
+        except TimeoutError:
             return False
         return True

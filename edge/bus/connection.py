@@ -26,6 +26,7 @@ from edge.bus.address import describe_os_error, parse_url
 from edge.bus.message import Message
 from edge.bus.subscription import Subscription
 from edge.errors import BusError
+from edge.tasks import within
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +152,8 @@ class Connection:
             self.last_error = describe_os_error(exc)
             return False
         try:
-            accepted = await asyncio.wait_for(self._connack, CONNACK_TIMEOUT)
-        except asyncio.TimeoutError:
+            accepted = await within(self._connack, CONNACK_TIMEOUT)
+        except TimeoutError:
             self.last_error = f"no CONNACK within {CONNACK_TIMEOUT:.0f} s"
             self._drop_socket()
             return False

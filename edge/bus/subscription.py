@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from edge.bus.message import Message
 from edge.errors import BusError
+from edge.tasks import within
 
 if TYPE_CHECKING:
     from edge.bus.client import Bus
@@ -46,8 +47,8 @@ class Subscription:
         if self._closed:
             raise BusError(f"the subscription to {self.topic_filter} is closed")
         try:
-            msg = await asyncio.wait_for(self._queue.get(), timeout)
-        except asyncio.TimeoutError:
+            msg = await within(self._queue.get(), timeout)
+        except TimeoutError:
             raise TimeoutError(f"no message on {self.topic_filter} within {timeout:g} s") from None
         if msg is None:
             raise BusError(f"the subscription to {self.topic_filter} is closed")

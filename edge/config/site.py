@@ -6,6 +6,7 @@ from collections import Counter
 
 from pydantic import Field, model_validator
 
+from edge.config.central import CentralConfig
 from edge.config.dc09 import Dc09Config, site_problems
 from edge.config.models import (
     Bus,
@@ -40,6 +41,9 @@ class SiteConfig(Strict):
     zones: list[Zone] = Field(default_factory=list, max_length=64, description="Alarm inputs.")
     outputs: list[Output] = Field(default_factory=list, max_length=32, description="Relays.")
     siren: SirenRule | None = Field(None, description="Local siren rule.")
+    central: CentralConfig | None = Field(
+        None, description="Bridge of the box broker to the central station (MQTT over TLS)."
+    )
     dc09: Dc09Config | None = Field(None, description="SIA DC-09 transmission to alarm receivers.")
     heartbeat: HeartbeatConfig = Field(
         default_factory=HeartbeatConfig, description="Cyclic test sent to the central station."

@@ -69,7 +69,7 @@ def render_local_config(cfg: SiteConfig, central: CentralConfig | None = None) -
 def write_config(cfg: SiteConfig, path: Path, central: CentralConfig | None = None) -> Path:
     bridge = _central_of(cfg, central)
     if bridge:
-        prepare(cfg.paths.data_dir, bridge)
+        prepare(cfg.paths.data_dir, cfg.site.id, bridge)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_local_config(cfg, bridge), encoding="utf-8")
     return path

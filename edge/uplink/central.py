@@ -6,6 +6,10 @@ publishes what is due in priority order (alarms first), the ack listener removes
 acknowledged, and unacknowledged events are resent with backoff. A local PUBACK only means
 the box broker took the message; it is never taken as delivery.
 
+Nothing is handed to the bridge while its link is down: the outbox, not the broker's queue,
+holds the backlog, so when the link returns alarms go first and no resent copies pile up
+in the bridge's queue.
+
 The link watcher follows mosquitto's bridge notifications: when the path has been down
 longer than ``central.link_trouble_after_s``, a communication-trouble event (YC / 350) is
 journaled — it travels by DC-09 if that path works, and over MQTT once the link is back —
@@ -25,6 +29,7 @@ from edge.bus import Bus, Message
 from edge.errors import BusError, CommandError
 from edge.events import Event, Kind
 from edge.journal import Journal
+from edge.tasks import within
 from edge.uplink.heartbeat import HeartbeatScheduler, heartbeat_payload
 from edge.uplink.outbox import Outbox
 from edge.uplink.topics import down, link, up
@@ -76,6 +81,9 @@ class CentralLink:
         while True:
             self.beat("central_sender")
             self.outbox.catch_up(self.journal)
+            if not self.link_up:  # keep them here, in priority order, not in the bridge queue
+                await self._idle()
+                continue
             items = self.outbox.due(TRANSPORT, time.monotonic(), limit=BATCH)
             if not items:
                 await self._idle()
@@ -111,8 +119,8 @@ class CentralLink:
     async def _idle(self) -> None:
         """Sleep until new rows, an ack, or the earliest resend is due (at most 1 s)."""
         self.wake.clear()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), 1.0)
+        with contextlib.suppress(TimeoutError):
+            await within(self.wake.wait(), 1.0)
 
     # -- acks ---------------------------------------------------------------------------------
     async def run_acks(self) -> None:

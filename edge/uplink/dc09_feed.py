@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from edge.events import Event, Kind
 from edge.journal import Journal
+from edge.tasks import within
 from edge.uplink.dc09 import Dc09Transmitter
 from edge.uplink.dc09_payload import NotTransmittable
 from edge.uplink.outbox import Outbox
@@ -57,8 +58,8 @@ class Dc09Feed:
             items = self.outbox.due(TRANSPORT, time.monotonic(), limit=20)
             if not items:
                 self.wake.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), 1.0)
+                with contextlib.suppress(TimeoutError):
+                    await within(self.wake.wait(), 1.0)
                 continue
             events = {e.seq: e for e in self.journal.by_seqs([i.seq for i in items])}
             for item in items:

@@ -15,6 +15,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from edge.errors import EdgeError
+from edge.tasks import within
 from edge.uplink.dc09_frame import Reply, parse_reply, split_replies
 
 if TYPE_CHECKING:
@@ -54,11 +55,11 @@ class ReceiverLink:
             self._buffer = b""
             writer.write(frame)
             await writer.drain()
-            return await asyncio.wait_for(self._reply(seq, cipher), self.timeout_s)
+            return await within(self._reply(seq, cipher), self.timeout_s)
         except asyncio.CancelledError:
             self._abort()
             raise
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._abort()
             raise LinkError(f"no answer from {self.receiver} within {self.timeout_s:g} s") from None
         except OSError as exc:
@@ -72,7 +73,7 @@ class ReceiverLink:
         writer.close()
         # Closing a broken connection: nothing is left to save if it fails.
         with contextlib.suppress(OSError, asyncio.TimeoutError):
-            await asyncio.wait_for(writer.wait_closed(), 1.0)
+            await within(writer.wait_closed(), 1.0)
 
     def _abort(self) -> None:
         writer, self._writer, self._reader = self._writer, None, None
@@ -84,9 +85,7 @@ class ReceiverLink:
             return self._writer
         self._abort()
         rcv = self.receiver
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(rcv.host, rcv.port), self.timeout_s
-        )
+        reader, writer = await within(asyncio.open_connection(rcv.host, rcv.port), self.timeout_s)
         log.info("DC-09 %s receiver %s connected", self.name, rcv)
         self._reader, self._writer = reader, writer
         return writer

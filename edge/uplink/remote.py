@@ -18,7 +18,7 @@ from edge.bus import Bus
 from edge.errors import BusError, CommandError
 from edge.events import Event, Kind
 from edge.uplink.commands import Command, CommandVerifier, Refusal, result_payload
-from edge.uplink.topics import down, up
+from edge.uplink.topics import DOWN_CMD_ALL, up
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class CommandChannel:
         self.restart = restart
 
     async def run(self) -> None:
-        sub = self.bus.subscribe(down("cmd/+"))
+        sub = self.bus.subscribe(DOWN_CMD_ALL)
         async for msg in sub:
             name = msg.topic.rsplit("/", 1)[-1]
             if name == "result":  # our own answers, if the bridge echoes them

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 SITE = """
 [site]
-id = "test-site"
+id = "{site_id}"
 name = "Test site"
 
 [paths]
@@ -94,6 +94,7 @@ def write_site(
     entry_delay: int = 2,
     swinger: int = 3,
     extra: str = "",
+    site_id: str = "test-site",
 ) -> Path:
     """A simulated site with one zone of each common kind; returns the TOML path."""
     data, run = workdir / "data", workdir / "run"
@@ -107,6 +108,7 @@ def write_site(
             sample_ms=sample_ms,
             entry_delay=entry_delay,
             swinger=swinger,
+            site_id=site_id,
         )
         + extra
     )

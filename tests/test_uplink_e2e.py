@@ -1,0 +1,280 @@
+"""Transmission end to end with real parts: a central mosquitto with TLS and the shipped ACL,
+the box broker running the configuration we generate (bridge over mutual TLS), `edge run
+alarm` as a subprocess, and a central console peer that acknowledges events and signs
+commands. Hardware is simulated at the pins only."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.alarm import NotifySocket, start_alarm, stop, write_site
+from support.broker import Broker
+from support.central import Peer, central_section, console, start_box, start_central
+from support.pki import Pki, make_pki
+
+from edge.uplink.signing import private_key_from_seed, public_key_b64, sign_command
+
+SITE = "site-a"
+EDGE = str(Path(sys.executable).with_name("edge"))
+SEED = bytes(range(32))
+KEY = private_key_from_seed(SEED)
+
+
+def toml_table(name: str, values: dict[str, Any]) -> str:
+    return f"\n[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+
+
+class Site:
+    """One site box wired to a central broker, and the central station's console."""
+
+    def __init__(self, tmp: Path, **central_overrides: Any) -> None:
+        self.tmp = tmp
+        self.pki: Pki = make_pki(tmp / "pki", (SITE, "site-b"))
+        self.central: Broker = start_central(tmp / "central", self.pki)
+        self.section = central_section(
+            self.pki, SITE, int(self.central.port or 0), **central_overrides
+        )
+        self.box: Broker = start_box(tmp / "box", SITE, self.section)
+        extra = toml_table("central", self.section.model_dump())
+        extra += toml_table("outbox", {"backoff_min_s": 1, "backoff_max_s": 10})
+        extra += toml_table("heartbeat", {"interval_s": 10})
+        extra += f'\n[[remote.keys]]\nid = "central-1"\npublic_key = "{public_key_b64(KEY)}"\n'
+        self.site = write_site(tmp / "alarm", self.box.url, swinger=20, extra=extra, site_id=SITE)
+        self.notify = NotifySocket(tmp / "notify.sock")
+        self.console = self.connect_console()
+        self.proc = self.start_alarm()
+
+    def connect_console(self) -> Peer:
+        peer = console(self.central, self.pki)
+        peer.subscribe(f"sites/{SITE}/#")
+        return peer
+
+    def start_alarm(self) -> subprocess.Popen[bytes]:
+        """Start edge-alarm and wait for its first heartbeat at the central: its loops run
+        and the bridge is up, so a command published now is not lost."""
+        proc = start_alarm(self.site, self.tmp / "alarm", self.notify)
+        self.notify.wait_for("READY=1", timeout=10)
+        others = []
+        while True:
+            msg = self.console.inbox.get(timeout=15)
+            if msg.topic == f"sites/{SITE}/heartbeat":
+                break
+            others.append(msg)
+        for msg in others:  # keep what came before, for the test to read
+            self.console.inbox.put(msg)
+        return proc
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [EDGE, *args, "--config", str(self.site)], capture_output=True, text=True, timeout=20
+        )
+
+    def trip(self, zone: str, how: str = "trip") -> None:
+        out = self.cli("sim", how, zone)
+        assert out.returncode == 0, out.stderr
+
+    def event(self, kind: str, timeout: float = 15) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.console.expect(f"sites/{SITE}/events", max(0.1, deadline - time.monotonic()))
+            body = json.loads(msg.payload)
+            if body["kind"] == kind:
+                return body  # type: ignore[no-any-return]
+
+    def ack(self, *ids: str) -> None:
+        self.console.publish(f"sites/{SITE}/ack", json.dumps({"v": 1, "ids": list(ids)}))
+
+    def journal(self) -> list[dict[str, Any]]:
+        out = self.cli("events", "--json", "--limit", "1000")
+        return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+    def command(self, name: str, args: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        return sign_command(
+            KEY,
+            key_id="central-1",
+            site=SITE,
+            name=name,
+            args=args,
+            operator=kw.pop("operator", "op-17"),
+            **kw,
+        )
+
+    def result(self, nonce: str, timeout: float = 10) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.console.expect(
+                f"sites/{SITE}/cmd/result", max(0.1, deadline - time.monotonic())
+            )
+            body = json.loads(msg.payload)
+            if body.get("nonce") == nonce:
+                return body  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        stop(self.proc)
+        self.console.close()
+        self.box.stop()
+        self.central.stop()
+        self.notify.close()
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    s = Site(tmp_path)
+    yield s
+    s.close()
+
+
+def test_event_reaches_central_and_ack_empties_the_outbox(site: Site) -> None:
+    link = site.console.expect_payload(f"sites/{SITE}/link", b"1")
+    assert link.retain
+    started = site.event("service_started")
+    assert (started["sia"], started["cid"]) == ("RR", 305)
+    site.trip("panic")
+    ev = site.event("panic")
+    assert (ev["sia"], ev["cid"], ev["zone"], ev["site"]) == ("PA", 120, "panic", SITE)
+    site.ack(started["id"], ev["id"])
+    deadline = time.monotonic() + 10
+    while True:
+        status = json.loads(site.cli("panel", "status", "--json").stdout)
+        if status["outbox"]["mqtt"]["depth"] == 0:
+            break
+        assert time.monotonic() < deadline, status["outbox"]
+        time.sleep(0.2)
+
+
+def test_unacknowledged_event_is_resent_with_the_same_id(site: Site) -> None:
+    site.trip("lid")
+    first = site.event("tamper")
+    again = site.event("tamper", timeout=10)  # backoff_min_s = 1
+    assert again["id"] == first["id"] and again["hash"] == first["hash"]
+    site.ack(first["id"])
+
+
+def test_resent_after_edge_alarm_is_killed_before_the_ack(site: Site) -> None:
+    site.trip("panic")
+    ev = site.event("panic")
+    site.proc.send_signal(signal.SIGKILL)
+    site.proc.wait()
+    site.console.seen()
+    site.proc = site.start_alarm()
+    again = site.event("panic", timeout=20)
+    assert again["id"] == ev["id"]
+
+
+def test_central_broker_killed_mid_stream_every_event_arrives(site: Site) -> None:
+    ids: set[str] = set()
+    for i in range(6):
+        site.trip("panic", "trip" if i % 2 == 0 else "restore")
+        if i == 2:
+            site.console.close()
+            site.central.kill()
+    time.sleep(1)
+    site.central.restart()
+    site.console = site.connect_console()
+    expected = {r["id"] for r in site.journal() if r["kind"] in ("panic", "panic_restore")}
+    assert len(expected) == 6
+    deadline = time.monotonic() + 30
+    while not expected <= ids:
+        assert time.monotonic() < deadline, f"missing {expected - ids}"
+        try:
+            msg = site.console.expect(f"sites/{SITE}/events", 2)
+        except TimeoutError:
+            continue
+        body = json.loads(msg.payload)
+        ids.add(body["id"])
+        site.ack(body["id"])
+
+
+def test_backlog_after_outage_drains_alarms_first_in_order(site: Site) -> None:
+    site.console.close()
+    site.central.stop()  # the central station is away while events happen
+    for zone, how in (("lid", "trip"), ("lid", "restore"), ("panic", "trip")):
+        site.trip(zone, how)
+    time.sleep(0.5)
+    site.central.restart()
+    site.console = site.connect_console()
+    got: list[dict[str, Any]] = []
+    while len(got) < 3:
+        body = json.loads(site.console.expect(f"sites/{SITE}/events", 30).payload)
+        if body["kind"] in ("tamper", "tamper_restore", "panic"):
+            got.append(body)
+    # Alarms and tampers first, in journal order, then the restore that came between them.
+    assert [e["kind"] for e in got] == ["tamper", "panic", "tamper_restore"], got
+    assert got[0]["seq"] < got[2]["seq"] < got[1]["seq"]
+
+
+def test_signed_command_executes_and_is_journaled(site: Site) -> None:
+    cmd = site.command("arm", {"partition": "main"})
+    t0 = time.monotonic()
+    site.console.publish(f"sites/{SITE}/cmd/arm", json.dumps(cmd))
+    result = site.result(cmd["nonce"])
+    assert time.monotonic() - t0 < 1.0
+    assert result["ok"] is True and result["operator"] == "op-17"
+    assert site.event("armed")["details"]["user"] == "op-17"
+    rows = [r for r in site.journal() if r["kind"] == "command_executed"]
+    assert rows and rows[-1]["details"]["operator"] == "op-17"
+    assert rows[-1]["details"]["nonce"] == cmd["nonce"]
+
+
+@pytest.mark.parametrize("tamper", ["signature", "replay", "site", "stale", "args"])
+def test_bad_commands_are_refused_with_a_reason_and_journaled(site: Site, tamper: str) -> None:
+    cmd = site.command("disarm", {"partition": "main"})
+    topic = f"sites/{SITE}/cmd/disarm"
+    if tamper == "signature":
+        cmd["args"] = {"partition": "annex"}
+        code = "bad_signature"
+    elif tamper == "site":
+        cmd = sign_command(
+            KEY,
+            key_id="central-1",
+            site="site-b",
+            name="disarm",
+            args={"partition": "main"},
+            operator="op-17",
+        )
+        code = "wrong_site"
+    elif tamper == "stale":
+        cmd = site.command("disarm", {"partition": "main"}, ts="2020-01-01T00:00:00.000Z")
+        code = "stale"
+    elif tamper == "args":
+        cmd = site.command("disarm", {"partition": "main", "colour": "red"})
+        code = "bad_arguments"
+    else:
+        site.console.publish(topic, json.dumps(cmd))
+        assert site.result(cmd["nonce"])["ok"] is True
+        code = "replayed"
+    site.console.publish(topic, json.dumps(cmd))
+    result = site.result(cmd["nonce"])
+    assert (result["ok"], result["code"]) == (False, code), result
+    assert result["reason"]
+    refused = [r for r in site.journal() if r["kind"] == "command_refused"]
+    assert refused and refused[-1]["details"]["code"] == code
+
+
+def test_garbage_on_a_command_topic_is_refused_not_fatal(site: Site) -> None:
+    site.console.publish(f"sites/{SITE}/cmd/arm", b"\xff\xfe{not json")
+    deadline = time.monotonic() + 5
+    while not any(r["kind"] == "command_refused" for r in site.journal()):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert site.proc.poll() is None
+    nonce = uuid.uuid4().hex
+    cmd = site.command("diag", {}, nonce=nonce)
+    site.console.publish(f"sites/{SITE}/cmd/diag", json.dumps(cmd))
+    assert site.result(nonce)["ok"] is True
+
+
+def test_heartbeat_reports_outbox_and_arming(site: Site) -> None:
+    beat = json.loads(site.console.expect(f"sites/{SITE}/heartbeat", 15).payload)
+    assert beat["v"] == 1 and beat["site"] == SITE
+    assert beat["armed"] == {"main": "disarmed"}
+    assert "mqtt" in beat["outbox"] and beat["versions"]["edge"]
