@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from support.alarm import BusWatcher, NotifySocket, start_alarm, stop, write_site
-from support.broker import Broker
+from support.broker import Broker, start_mosquitto
 
 EDGE = str(Path(sys.executable).with_name("edge"))
 
@@ -134,23 +134,38 @@ def test_sigkill_restart_keeps_arming_and_every_event(box: Box) -> None:
     assert box.cli("events", "verify").returncode == 0
 
 
-def test_event_during_broker_outage_is_published_after(box: Box) -> None:
+def test_event_during_broker_outage_is_published_after(tmp_path: Path) -> None:
     """The entry delay expires while the broker is down: the alarm is journaled at once and
-    reaches the bus when the broker is back."""
-    assert box.cli("panel", "arm").returncode == 0
-    box.watch.wait("edge/events", kind="armed")
-    assert box.cli("sim", "trip", "door").returncode == 0
-    box.watch.wait("edge/events", kind="entry_delay")
-    box.watch.close()
-    box.broker.stop()
-    deadline = time.monotonic() + 10
-    while not any(r["kind"] == "burglary" for r in box.journal()):
-        assert time.monotonic() < deadline, "entry delay expiry not journaled"
-        time.sleep(0.2)
-    box.broker.restart()
-    box.watch = BusWatcher("127.0.0.1", int(box.broker.port or 0), topics=("edge/events",))
-    ev = box.watch.wait("edge/events", timeout=15, kind="burglary").json()
-    assert ev["zone"] == "door"
+    reaches the bus when the broker is back (a subscriber with a persistent session on a
+    persistent broker sees it whenever edge-alarm reconnects)."""
+    store = tmp_path / "store"
+    store.mkdir()
+    broker = start_mosquitto(
+        tmp_path / "broker", extra_conf=f"persistence true\npersistence_location {store}/\n"
+    )
+    box = Box(tmp_path, broker)
+    try:
+        port = int(broker.port or 0)
+        box.watch.close()
+        box.watch = BusWatcher("127.0.0.1", port, ("edge/events",), session="outage-watch")
+        assert box.cli("panel", "arm").returncode == 0
+        box.watch.wait("edge/events", kind="armed")
+        assert box.cli("sim", "trip", "door").returncode == 0
+        box.watch.wait("edge/events", kind="entry_delay")
+        box.watch.client.disconnect()
+        box.watch.client.loop_stop()
+        broker.stop()
+        deadline = time.monotonic() + 10
+        while not any(r["kind"] == "burglary" for r in box.journal()):
+            assert time.monotonic() < deadline, "entry delay expiry not journaled"
+            time.sleep(0.2)
+        broker.restart()
+        box.watch = BusWatcher("127.0.0.1", port, ("edge/events",), session="outage-watch")
+        ev = box.watch.wait("edge/events", timeout=20, kind="burglary").json()
+        assert ev["zone"] == "door"
+    finally:
+        box.close()
+        broker.stop()
 
 
 def test_bad_config_exits_78_with_the_reason(tmp_path: Path, broker: Broker) -> None:

@@ -40,6 +40,14 @@ class Site:
         self.tmp = tmp
         self.pki: Pki = make_pki(tmp / "pki", (SITE, "site-b"))
         self.central: Broker = start_central(tmp / "central", self.pki)
+        try:
+            self._start(central_overrides)
+        except BaseException:
+            self.close()  # never leave brokers behind when the set-up fails
+            raise
+
+    def _start(self, central_overrides: dict[str, Any]) -> None:
+        tmp = self.tmp
         self.section = central_section(
             self.pki, SITE, int(self.central.port or 0), **central_overrides
         )
@@ -62,13 +70,17 @@ class Site:
         """Start edge-alarm and wait for its first heartbeat at the central: its loops run
         and the bridge is up, so a command published now is not lost."""
         proc = start_alarm(self.site, self.tmp / "alarm", self.notify)
-        self.notify.wait_for("READY=1", timeout=10)
         others = []
-        while True:
-            msg = self.console.inbox.get(timeout=15)
-            if msg.topic == f"sites/{SITE}/heartbeat":
-                break
-            others.append(msg)
+        try:
+            self.notify.wait_for("READY=1", timeout=10)
+            while True:
+                msg = self.console.inbox.get(timeout=15)
+                if msg.topic == f"sites/{SITE}/heartbeat":
+                    break
+                others.append(msg)
+        except BaseException:
+            stop(proc)
+            raise
         for msg in others:  # keep what came before, for the test to read
             self.console.inbox.put(msg)
         return proc
@@ -119,11 +131,16 @@ class Site:
                 return body  # type: ignore[no-any-return]
 
     def close(self) -> None:
-        stop(self.proc)
-        self.console.close()
-        self.box.stop()
-        self.central.stop()
-        self.notify.close()
+        for part in ("proc", "console", "box", "central", "notify"):
+            thing = getattr(self, part, None)
+            if thing is None:
+                continue
+            if part == "proc":
+                stop(thing)
+            elif part in ("box", "central"):
+                thing.stop()
+            else:
+                thing.close()
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -187,9 +189,14 @@ class Received:
 class BusWatcher:
     """An independent paho client on the box broker, recording what it receives."""
 
-    def __init__(self, host: str, port: int, topics: tuple[str, ...] = ("edge/#",)) -> None:
+    def __init__(
+        self, host: str, port: int, topics: tuple[str, ...] = ("edge/#",), session: str = ""
+    ) -> None:
+        """``session``: a client id whose session the broker keeps (1 h) across disconnects."""
         self.inbox: queue.Queue[Received] = queue.Queue(maxsize=100_000)
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=session, protocol=mqtt.MQTTv5
+        )
         self.client.on_message = self._on_message
         # Like the box's own clients: no Nagle delay on loopback TCP.
         self.client.on_socket_open = lambda _c, _u, sock: sock.setsockopt(
@@ -197,7 +204,11 @@ class BusWatcher:
         )
         self._subscribed = queue.Queue[int]()
         self.client.on_subscribe = lambda *a: self._subscribed.put(1)
-        self.client.connect(host, port)
+        props = None
+        if session:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 3600
+        self.client.connect(host, port, clean_start=not session, properties=props)
         self.client.loop_start()
         for t in topics:
             self.client.subscribe(t, qos=1)
