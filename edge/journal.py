@@ -265,18 +265,20 @@ class Journal:
             raise
         return dataclasses.replace(event, seq=seq, prev=prev, hash=digest, details=details), True
 
-    def prune(self, now: dt.datetime | None = None) -> int:
+    def prune(self, now: dt.datetime | None = None, floor_seq: int | None = None) -> int:
         """Delete the oldest rows the retention rules allow; the anchor keeps verify() whole.
 
         A row goes if it is older than ``keep_days`` and not among the newest ``keep_events``,
         or if the journal holds more than ``max_events``. Only a prefix is ever removed (a row
         that must stay protects all rows after it), so the chain stays contiguous.
+        ``floor_seq`` (the oldest event still owed to the central station) and every later
+        row survive the age rule; only the ``max_events`` disk bound may take them.
         """
         now = now or dt.datetime.now(dt.timezone.utc)
         cutoff = iso_utc(now - dt.timedelta(days=self.keep_days))
         deleted = 0
         with self._guarded("prune"), self._write() as db:
-            upto = self._prune_upto(cutoff)
+            upto = self._prune_upto(cutoff, floor_seq)
             if upto is not None:
                 digest = db.execute("SELECT hash FROM events WHERE seq = ?", (upto,)).fetchone()[0]
                 db.execute("INSERT INTO pruning VALUES (1)")
@@ -288,7 +290,7 @@ class Journal:
             log.info("journal %s: pruned %d events up to seq %s", self.path, deleted, upto)
         return deleted
 
-    def _prune_upto(self, cutoff: str) -> int | None:
+    def _prune_upto(self, cutoff: str, floor_seq: int | None = None) -> int | None:
         """Highest seq that may go (it and every row before it), or None."""
         q = self._db.execute
         newest_sql = "SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET ?"
@@ -303,6 +305,8 @@ class Journal:
                      (cutoff, protect)).fetchone()  # fmt: skip
             by_age = q("SELECT MAX(seq) FROM events WHERE seq < ?",
                        (stop[0] if stop else protect,)).fetchone()[0]  # fmt: skip
+        if by_age is not None and floor_seq is not None:
+            by_age = min(by_age, floor_seq - 1)
         row = q(newest_sql, (self.max_events,)).fetchone()
         candidates = [s for s in (by_age, row[0] if row else None) if s is not None]
         return max(candidates) if candidates else None

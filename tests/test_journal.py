@@ -289,6 +289,16 @@ def test_prune_enforces_max_events_even_for_young_rows(path: Path) -> None:
         assert j.verify().ok
 
 
+def test_prune_keeps_what_the_central_station_is_still_owed(path: Path) -> None:
+    with Journal(path, keep_events=5, keep_days=30, max_events=30) as j:
+        filled(j, 20, age_days=400)
+        assert j.prune(NOW, floor_seq=8) == 7  # seq 8 is not yet acknowledged: it stays
+        assert j.since(0)[0].seq == 8
+        filled(j, 20, age_days=400)
+        assert j.prune(NOW, floor_seq=8) == 3  # the disk bound (max_events) still wins
+        assert len(j.since(0, limit=100)) == 30 and j.verify().ok
+
+
 def test_head_deleted_after_prune_is_still_detected(path: Path) -> None:
     with Journal(path, keep_events=5, keep_days=30, max_events=1000) as j:
         filled(j, 12, age_days=400)

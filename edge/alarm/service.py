@@ -225,7 +225,7 @@ class AlarmService:
             await asyncio.sleep(delay)
 
     def _prune(self) -> None:
-        removed = self.journal.prune()
+        removed = self.journal.prune(floor_seq=self.uplink.oldest_pending_seq())
         if removed:
             self._journal_one(Event(Kind.JOURNAL_PRUNED, details={"removed": removed}))
 

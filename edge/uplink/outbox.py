@@ -423,6 +423,12 @@ class Outbox:
             row = db.execute(sql, (transport,)).fetchone()
         return None if row is None else max(0.0, now_wall - row[0])
 
+    def oldest_pending_seq(self) -> int | None:
+        """Lowest journal seq still owed on any transport: the journal must keep it."""
+        with self._guarded("read") as db:
+            row = db.execute("SELECT MIN(seq) FROM pending").fetchone()
+        return None if row is None else row[0]
+
     def stats(self, now_wall: float | None = None) -> dict[str, dict[str, Any]]:
         """Per transport: depth, oldest_s (age of the oldest owed event), rejected (kept)."""
         now_wall = time.time() if now_wall is None else now_wall

@@ -107,6 +107,9 @@ class Uplink:
             loops["commands_remote"] = self.commands.run()
         return loops
 
+    def oldest_pending_seq(self) -> int | None:
+        return self.outbox.oldest_pending_seq() if self.outbox is not None else None
+
     def stats(self) -> dict[str, Any]:
         return self.outbox.stats() if self.outbox is not None else {}
 
