@@ -295,3 +295,22 @@ def test_heartbeat_reports_outbox_and_arming(site: Site) -> None:
     assert beat["v"] == 1 and beat["site"] == SITE
     assert beat["armed"] == {"main": "disarmed"}
     assert "mqtt" in beat["outbox"] and beat["versions"]["edge"]
+
+
+def test_link_down_too_long_is_a_communication_trouble_with_restore(tmp_path: Path) -> None:
+    site = Site(tmp_path, link_trouble_after_s=10)
+    try:
+        site.console.close()
+        site.central.kill()
+        deadline = time.monotonic() + 25
+        while "comm_trouble" not in [r["kind"] for r in site.journal()]:
+            assert time.monotonic() < deadline, "no communication trouble journaled"
+            time.sleep(0.5)
+        site.central.restart()
+        site.console = site.connect_console()
+        trouble = site.event("comm_trouble", timeout=20)
+        assert (trouble["sia"], trouble["cid"], trouble["qualifier"]) == ("YC", 350, 1)
+        restore = site.event("comm_restore", timeout=20)
+        assert (restore["sia"], restore["cid"], restore["qualifier"]) == ("YK", 350, 3)
+    finally:
+        site.close()
