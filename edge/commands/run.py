@@ -28,6 +28,9 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)  # a ConfigError is reported by edge.cli (exit 78)
     if args.service == "broker":
+        from edge import system
+
+        system.setup_logging("edge-broker", args.log_level)
         return _broker(cfg)
     import asyncio
 
