@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := mosquitto mosquitto-clients libsystemd-dev pkg-config python3-venv python3-dev gcc
+APT_PACKAGES := mosquitto mosquitto-clients ffmpeg libsystemd-dev pkg-config python3-venv python3-dev gcc
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
@@ -41,6 +41,7 @@ unit: $(STAMP)
 test: sysdeps $(STAMP) lint typecheck unit
 
 bench: $(STAMP)
+	@$(PY) -m pip install -q -e '.[bench]' >> $(VENV)/install.log 2>&1
 	$(PY) bench/alarm_startup.py
 	$(PY) bench/alarm_latency.py
 
