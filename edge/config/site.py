@@ -22,6 +22,7 @@ from edge.config.models import (
 )
 from edge.config.remote import RemoteConfig
 from edge.config.uplink import HeartbeatConfig, OutboxConfig
+from edge.config.video import Video
 from edge.hw.pins import spi_pins
 
 # Cross-section problems travel in one ValueError; the loader splits them again.
@@ -41,6 +42,7 @@ class SiteConfig(Strict):
     zones: list[Zone] = Field(default_factory=list, max_length=64, description="Alarm inputs.")
     outputs: list[Output] = Field(default_factory=list, max_length=32, description="Relays.")
     siren: SirenRule | None = Field(None, description="Local siren rule.")
+    video: Video = Field(default_factory=Video, description="Cameras and clips (edge-video).")
     central: CentralConfig | None = Field(
         None, description="Bridge of the box broker to the central station (MQTT over TLS)."
     )
@@ -63,6 +65,7 @@ class SiteConfig(Strict):
             *_duplicates("zones", [z.id for z in self.zones]),
             *_duplicates("partitions", [p.id for p in self.partitions]),
             *_duplicates("outputs", [o.id for o in self.outputs]),
+            *_duplicates("video.cameras", [c.id for c in self.video.cameras]),
             *self._pins(),
             *self._channels(),
             *self._references(),
