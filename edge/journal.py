@@ -40,6 +40,7 @@ from edge.journal_schema import (
     parse_iso,
     row_to_event,
 )
+from edge.sqlite_tx import immediate
 
 if TYPE_CHECKING:
     from edge.config.site import SiteConfig
@@ -203,14 +204,8 @@ class Journal:
     def _write(self) -> Iterator[sqlite3.Connection]:
         if self.readonly:
             raise JournalError(f"{self.path}: opened read-only; only the alarm service writes it")
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
+        with immediate(self._db) as db:
+            yield db
 
     # -- writing ----------------------------------------------------------------------------
     def append(self, event: Event) -> Event:

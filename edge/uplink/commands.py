@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from edge.config.models import ID_PATTERN
 from edge.config.remote import MAX_AGE_LIMIT_S
 from edge.errors import EdgeError
+from edge.sqlite_tx import immediate
 from edge.uplink.signing import canonical_bytes, load_public_keys, utc_stamp
 
 if TYPE_CHECKING:
@@ -352,8 +353,7 @@ class NonceStore:
     def add(self, nonce: str, ts: dt.datetime, now: dt.datetime) -> NonceStatus:
         """Record ``nonce`` unless it is already there or the store is full (durable on return)."""
         try:
-            with self._lock, self._db:  # commits, or rolls back on any exception
-                self._db.execute("BEGIN IMMEDIATE")
+            with self._lock, immediate(self._db):
                 return self._add(nonce, ts.timestamp(), now.timestamp() - self.retain_s)
         except sqlite3.Error as exc:
             raise NonceStoreError(f"{self.path}: cannot record a command nonce ({exc})") from exc

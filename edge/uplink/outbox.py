@@ -43,6 +43,7 @@ from typing import Any
 from edge.errors import EdgeError
 from edge.events import Category, Event, Kind
 from edge.journal import Journal, parse_iso
+from edge.sqlite_tx import immediate
 
 log = logging.getLogger(__name__)
 
@@ -225,16 +226,8 @@ class Outbox:
             except sqlite3.Error as exc:
                 raise self._error(action, exc) from exc
 
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
+    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return immediate(self._db)
 
     def _known(self, transport: str) -> None:
         if transport not in self._depth:
