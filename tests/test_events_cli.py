@@ -187,12 +187,20 @@ def _lines(stream: IO[str]) -> tuple[queue.Queue[str], threading.Thread]:
     return found, thread
 
 
+def _ctrl_c_delivered() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_follow_waits_for_the_journal_then_prints_new_events(site: Path, db_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", FOLLOW, "events", "--config", str(site), "--follow", "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A terminal delivers Ctrl-C; a runner started in the background (CI) may have
+        # SIGINT ignored, and Python then never raises KeyboardInterrupt. Restore it.
+        preexec_fn=_ctrl_c_delivered,
     )
     assert proc.stdout is not None and proc.stderr is not None
     (out, _), (err, err_done) = _lines(proc.stdout), _lines(proc.stderr)
