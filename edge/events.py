@@ -92,6 +92,8 @@ class Kind(str, Enum):
     COMMAND_REFUSED = "command_refused"
     SERVICE_STARTED = "service_started"
     JOURNAL_PRUNED = "journal_pruned"
+    CLIP_SAVED = "clip_saved"
+    CLIP_DELETED = "clip_deleted"
 
     @property
     def spec(self) -> KindSpec:
@@ -152,6 +154,8 @@ SPECS: dict[Kind, KindSpec] = {
     Kind.COMMAND_REFUSED: KindSpec(None, None, 1, _LOC, "remote command refused", transmit=False),
     Kind.SERVICE_STARTED: KindSpec("RR", 305, 1, _SYS, "alarm service started"),
     Kind.JOURNAL_PRUNED: KindSpec(None, None, 1, _LOC, "journal pruned", transmit=False),
+    Kind.CLIP_SAVED: KindSpec(None, None, 1, _LOC, "video clip saved", transmit=False),
+    Kind.CLIP_DELETED: KindSpec(None, None, 1, _LOC, "video clip deleted", transmit=False),
 }
 
 # The kind a zone produces when it restores, keyed by the kind of its alarm / fault.
