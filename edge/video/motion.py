@@ -1,0 +1,344 @@
+"""Motion pre-analysis: which detection zones see something move, from decimated luma only.
+
+Per frame, on an analysis frame of about 176 rows (integer-stride slicing, no resampling):
+
+- the background is a float32 running average, and the difference is taken in float32, so a
+  pixel going from 255 to 0 is a change of 255 (uint8 subtraction would wrap around to 1);
+- a global gain (median over grid cells of frame / background) is applied to the background
+  before the difference, so a slow dusk fade or an auto-exposure step does not light every cell up;
+- a pixel is changed when |frame - gain x background| exceeds pixel_threshold scaled by the
+  zone's sensitivity; a grid cell is changed when its changed share exceeds a share that also
+  follows sensitivity (5 % at 50, see motion_zones.cell_fraction); ignore polygons are zero in
+  both frame and background so they never change and never count;
+- when the raw change covers at least lighting_fraction of the analysable frame, it is a
+  lighting change: the background is replaced by the frame, detection is held off for
+  lighting_holdoff_s while the background relearns fast (HOLDOFF_RATE), and
+  ``last_stats["lighting"]`` is set;
+- a zone is in motion after persistence_frames consecutive frames with at least min_cells
+  changed cells; it ends once it has been quiet for persistence_frames frames *and*
+  END_QUIET_S seconds of frame time, so an event does not flicker at 25 fps nor linger at 2 fps;
+- pixels that are changed learn at MOTION_RATE_FACTOR of the learning rate: a person who
+  stops is absorbed slowly (time constant 1 / (0.1 x 0.02) = 500 frames, about a minute at
+  10 fps) rather than at once, yet a parked car still becomes background eventually.
+
+Per-frame work is a handful of vectorised passes over preallocated buffers plus two small
+matrix products that count changed pixels per cell; the geometry is built once (motion_zones).
+The lighting share and the gain are global, so they are measured on 1/16 of the pixels, and
+the background learns every LEARN_EVERY-th frame at LEARN_EVERY times the rate (the same time
+constant, a quarter of the cost). bench/motion.py compares the cost with Frigate's detector.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.config.video import Motion
+from edge.errors import EdgeError
+from edge.video.motion_zones import (
+    BoolArray,
+    F32Array,
+    Layout,
+    ZoneSpec,
+    build_layout,
+    cell_fraction,
+    pixel_threshold,
+)
+
+log = logging.getLogger(__name__)
+
+LIGHTING_STEP = 4  # the lighting share is measured on every 4th analysis pixel each way
+HOLDOFF_RATE = 0.25  # background learning rate while detection is held off
+MOTION_RATE_FACTOR = 0.1  # changed pixels learn at this fraction of the learning rate
+END_QUIET_S = 1.0  # an event ends after this much quiet frame time (and persistence frames)
+GAIN_LIMITS = (0.25, 4.0)  # bounds of the global gain correction
+GAIN_MIN_CELL_MEAN = 4.0  # cells darker than this in the background do not vote on the gain
+GAIN_DEADBAND = 0.01  # a gain this close to 1 is taken as 1 (saves a pass per frame)
+LEARN_EVERY = 4  # the background learns every 4th frame at 4x the rate: same time constant
+MAX_STEP_RATE = 0.1  # ... unless that step would exceed this; then it learns every frame
+
+
+class MotionInputError(EdgeError, ValueError):
+    """A frame handed to the motion detector does not fit the camera it was built for."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MotionEvent:
+    """Motion in one zone; ``end_s`` is None while it lasts. Cells are (column, row)."""
+
+    zone: str
+    action: str
+    start_s: float
+    end_s: float | None
+    start_frame: int
+    end_frame: int | None
+    peak_cells: int
+    cells: list[tuple[int, int]]
+
+
+class _Track:
+    """Persistence of one zone: counts consecutive moving frames, then quiet ones."""
+
+    def __init__(self, spec: ZoneSpec) -> None:
+        self.spec = spec
+        self.run = 0
+        self.quiet = 0
+        self.start = (0, 0.0)
+        self.last = (0, 0.0)
+        self.peak = 0
+        self.cells = np.zeros_like(spec.cells)
+        self.open = False
+
+    def step(self, moving: BoolArray | None, frame: int, t_s: float) -> MotionEvent | None:
+        """Advance one frame; ``moving`` is the zone's changed cells, None when too few."""
+        if moving is not None:
+            if self.run == 0 and not self.open:
+                self.start, self.peak = (frame, t_s), 0
+                self.cells[:] = False
+            self.run += 1
+            self.quiet = 0
+            self.last = (frame, t_s)
+            self.cells |= moving
+            self.peak = max(self.peak, int(np.count_nonzero(moving)))
+            if not self.open and self.run >= self.spec.persistence_frames:
+                self.open = True
+                return self.event(ended=False)
+            return None
+        self.run = 0
+        if not self.open:
+            return None
+        self.quiet += 1
+        if self.quiet >= self.spec.persistence_frames and t_s - self.last[1] >= END_QUIET_S:
+            return self.close()
+        return None
+
+    def close(self) -> MotionEvent:
+        self.open, self.run, self.quiet = False, 0, 0
+        return self.event(ended=True)
+
+    def event(self, *, ended: bool) -> MotionEvent:
+        rows, cols = np.nonzero(self.cells)
+        return MotionEvent(
+            zone=self.spec.id,
+            action=self.spec.action,
+            start_s=self.start[1],
+            end_s=self.last[1] if ended else None,
+            start_frame=self.start[0],
+            end_frame=self.last[0] if ended else None,
+            peak_cells=self.peak,
+            cells=[(int(c), int(r)) for r, c in zip(rows, cols, strict=True)],
+        )
+
+
+@dataclasses.dataclass
+class _Group:
+    """Zones sharing one sensitivity share one changed-pixel map and one cell count."""
+
+    threshold: float
+    min_changed: F32Array  # per cell; +inf where a cell has nothing to analyse
+    zones: list[int]
+
+
+def _groups(layout: Layout, base_threshold: int) -> list[_Group]:
+    """Sensitivity groups, least sensitive first so the last map is the most inclusive."""
+    by_sens: dict[int, list[int]] = {}
+    for i, zone in enumerate(layout.zones):
+        by_sens.setdefault(zone.sensitivity, []).append(i)
+    groups = []
+    for sens in sorted(by_sens):
+        need = np.maximum(layout.valid_per_cell * cell_fraction(sens), 1.0).astype(np.float32)
+        need[layout.valid_per_cell == 0] = np.inf
+        groups.append(_Group(pixel_threshold(base_threshold, sens), need, by_sens[sens]))
+    return groups
+
+
+class _Sample:
+    """Every LIGHTING_STEP-th analysis pixel: enough for the frame-wide lighting share and gain.
+
+    Both are global statistics, so 1/16 of the pixels estimate them to about a percent at a
+    sixteenth of the cost; cells keep the same borders so the gain is a per-cell median.
+    """
+
+    def __init__(self, layout: Layout) -> None:
+        step = LIGHTING_STEP
+        valid = layout.valid[::step, ::step]
+        self.rows = np.ascontiguousarray(layout.row_sum[:, ::step])
+        self.cols = np.ascontiguousarray(layout.col_sum[::step, :])
+        self.pair = np.zeros((2, *valid.shape), np.float32)  # frame and background samples
+        self.diff = np.zeros(valid.shape, np.float32)
+        self.valid_count = max(1, int(np.count_nonzero(valid)))
+        per_cell = self.rows @ valid.astype(np.float32) @ self.cols
+        self.min_bg = np.where(per_cell > 0, per_cell * GAIN_MIN_CELL_MEAN, np.inf)
+
+    def measure(self, f: F32Array, bg: F32Array, threshold: float) -> tuple[float, float]:
+        """(share of pixels changed without gain correction, gain = median cell ratio)."""
+        step = LIGHTING_STEP
+        sample_f, sample_bg = self.pair
+        np.copyto(sample_f, f[::step, ::step])
+        np.copyto(sample_bg, bg[::step, ::step])
+        np.subtract(sample_f, sample_bg, out=self.diff)
+        np.abs(self.diff, out=self.diff)
+        raw = float(np.count_nonzero(self.diff > threshold)) / self.valid_count
+        f_sums, bg_sums = self.rows @ self.pair @ self.cols  # both in one batched product
+        usable = bg_sums > self.min_bg
+        if not usable.any():
+            return raw, 1.0
+        ratio = np.sort(f_sums[usable] / bg_sums[usable])
+        median = float(ratio[len(ratio) // 2])
+        if abs(median - 1.0) < GAIN_DEADBAND:
+            return raw, 1.0
+        return raw, min(max(median, GAIN_LIMITS[0]), GAIN_LIMITS[1])
+
+
+class MotionDetector:
+    """Feeds luma frames of one camera; returns motion events as they start and end."""
+
+    def __init__(self, cfg: Motion, frame_shape: tuple[int, int]) -> None:
+        self._cfg = cfg
+        self._full_shape = (int(frame_shape[0]), int(frame_shape[1]))
+        self._layout = layout = build_layout(cfg, self._full_shape)
+        self._groups = _groups(layout, cfg.pixel_threshold)
+        self._tracks = [_Track(z) for z in layout.zones]
+        self._masked = not bool(layout.valid.all())
+        self._u8 = np.zeros(layout.shape, np.uint8)
+        self._rows = np.zeros((layout.shape[0], self._full_shape[1]), np.uint8)
+        self._f, self._bg, self._d, self._a, self._chg, self._w = (
+            np.zeros(layout.shape, np.float32) for _ in range(6)
+        )
+        self._sample = _Sample(layout)
+        self._learn_every = LEARN_EVERY if cfg.learning_rate * LEARN_EVERY <= MAX_STEP_RATE else 1
+        self._frame = -1
+        self._holdoff_until = -math.inf
+        self.last_stats: dict[str, Any] = {}
+
+    @property
+    def layout(self) -> Layout:
+        return self._layout
+
+    @property
+    def active(self) -> dict[str, MotionEvent]:
+        """Zones in motion now, with what they have seen so far."""
+        return {t.spec.id: t.event(ended=False) for t in self._tracks if t.open}
+
+    def feed(self, y: npt.NDArray[np.uint8], t_s: float) -> list[MotionEvent]:
+        """Analyse one frame (full resolution or already decimated); events that changed."""
+        self._load(y)
+        self._frame += 1
+        if self._frame == 0:
+            np.copyto(self._bg, self._f)
+            self._stats(t_s, 0.0, False, 1.0, None)
+            return []
+        raw, gain = self._sample.measure(self._f, self._bg, self._cfg.pixel_threshold)
+        lighting = raw >= self._cfg.lighting_fraction
+        if lighting:
+            np.copyto(self._bg, self._f)
+            self._holdoff_until = t_s + self._cfg.lighting_holdoff_s
+            log.debug("lighting change at %.2f s: %.0f %% of the frame", t_s, raw * 100)
+        if lighting or t_s < self._holdoff_until:
+            if not lighting:
+                np.subtract(self._f, self._bg, out=self._d)
+                self._learn(HOLDOFF_RATE, None)
+            self._stats(t_s, raw, lighting, 1.0, None)
+            return self._step_tracks(None, t_s)
+        self._difference(gain)
+        per_zone, counts = self._zone_cells()
+        if self._frame % self._learn_every == 0:
+            if gain != 1.0:
+                np.subtract(self._f, self._bg, out=self._d)
+            self._learn(self._cfg.learning_rate * self._learn_every, self._chg)
+        self._stats(t_s, raw, False, gain, counts)
+        return self._step_tracks(per_zone, t_s)
+
+    def flush(self, t_s: float) -> list[MotionEvent]:
+        """End every open event (end of file, camera stopping) at its last moving frame."""
+        del t_s  # events end at their last frame with motion, which is already known
+        return [t.close() for t in self._tracks if t.open]
+
+    def _load(self, y: npt.NDArray[np.uint8]) -> None:
+        if y.dtype != np.uint8 or y.ndim != 2:
+            raise MotionInputError(
+                f"motion needs a 2-D uint8 luma plane, got {y.dtype} with shape {y.shape}"
+            )
+        if y.shape == self._full_shape:
+            # Whole rows first (streams from memory), then every s-th byte from cache: about
+            # a third faster than one 2-D strided gather on a frame that is not in cache.
+            s = self._layout.stride
+            np.copyto(self._rows, y[::s])
+            np.copyto(self._u8, self._rows[:, ::s])
+        elif y.shape == self._layout.shape:
+            np.copyto(self._u8, y)
+        else:
+            raise MotionInputError(
+                f"frame shape {y.shape} fits neither the camera's {self._full_shape} nor its "
+                f"analysis shape {self._layout.shape}: build one detector per resolution"
+            )
+        if self._masked:
+            np.copyto(self._f, self._u8, where=self._layout.valid)  # ignored pixels stay 0
+        else:
+            np.copyto(self._f, self._u8)
+
+    def _difference(self, gain: float) -> None:
+        """``_a`` = |f - gain x bg|; ``_d`` keeps f - bg for learning when there is no gain."""
+        if gain == 1.0:
+            np.subtract(self._f, self._bg, out=self._d)
+        else:
+            np.multiply(self._bg, gain, out=self._d)
+            np.subtract(self._f, self._d, out=self._d)
+        np.abs(self._d, out=self._a)
+
+    def _zone_cells(self) -> tuple[list[BoolArray | None], list[int]]:
+        """Changed cells of each zone (None where fewer than its min_cells) and their counts."""
+        per_zone: list[BoolArray | None] = [None] * len(self._tracks)
+        counts = [0] * len(self._tracks)
+        lay = self._layout
+        for group in self._groups:
+            np.greater(self._a, group.threshold, out=self._chg)
+            changed = lay.row_sum @ self._chg @ lay.col_sum >= group.min_changed
+            for i in group.zones:
+                spec = self._tracks[i].spec
+                mine = changed & spec.cells
+                counts[i] = n = int(np.count_nonzero(mine))
+                if n >= spec.min_cells:
+                    per_zone[i] = mine
+        return per_zone, counts
+
+    def _learn(self, rate: float, moving: F32Array | None) -> None:
+        """bg += rate x (f - bg) from ``_d`` = f - bg, slower where ``moving`` (0/1) is 1."""
+        if moving is None:
+            self._d *= rate
+        else:
+            np.multiply(moving, rate * (MOTION_RATE_FACTOR - 1.0), out=self._w)
+            self._w += rate
+            self._d *= self._w
+        self._bg += self._d
+
+    def _step_tracks(
+        self, per_zone: list[BoolArray | None] | None, t_s: float
+    ) -> list[MotionEvent]:
+        events = []
+        for i, track in enumerate(self._tracks):
+            event = track.step(None if per_zone is None else per_zone[i], self._frame, t_s)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _stats(
+        self, t_s: float, raw: float, lighting: bool, gain: float, counts: list[int] | None
+    ) -> None:
+        """What the last frame looked like, for `edge motion --verbose`-style tuning."""
+        self.last_stats = {
+            "frame": self._frame,
+            "t_s": t_s,
+            "changed_fraction": raw,
+            "lighting": lighting,
+            "holdoff": t_s < self._holdoff_until,
+            "gain": gain,
+            "cells_changed": {
+                t.spec.id: 0 if counts is None else counts[i] for i, t in enumerate(self._tracks)
+            },
+        }
