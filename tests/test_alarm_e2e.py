@@ -69,8 +69,15 @@ def test_trip_reaches_bus_and_journal_with_codes(box: Box) -> None:
         "Panic button",
     )
     assert any(row["id"] == ev["id"] and row["kind"] == "panic" for row in box.journal())
-    state = box.watch.wait("edge/zones/panic/state").json()
-    assert state["v"] == 1
+    # The zone's state is retained: a new subscriber gets the latest one at once.
+    late = BusWatcher("127.0.0.1", int(box.broker.port or 0), ("edge/zones/panic/state",))
+    try:
+        deadline = time.monotonic() + 5
+        while (state := late.wait("edge/zones/panic/state").json())["loop"] != "alarm":
+            assert time.monotonic() < deadline, state
+    finally:
+        late.close()
+    assert state["v"] == 1 and state["alarm_memory"]
     assert box.cli("sim", "restore", "panic").returncode == 0
     restore = box.watch.wait("edge/events", kind="panic_restore").json()
     assert restore["seq"] > ev["seq"]

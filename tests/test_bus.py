@@ -65,6 +65,24 @@ def test_sequential_publishes_are_acknowledged_and_arrive_in_order(broker: Broke
     run(main())
 
 
+def test_publish_many_keeps_order_and_reports_the_acknowledged_prefix(broker: Broker) -> None:
+    async def main() -> None:
+        reader = await connected(broker.url, "reader", queue_size=5000)
+        writer = await connected(broker.url, "writer", queue_size=50)
+        sub = reader.subscribe("t/many")
+        assert await sub.wait_subscribed(5)
+        items = [("t/many", str(i)) for i in range(900)]  # within the broker queue
+        assert await writer.publish_many(items, window=40) == 900
+        got = [int((await sub.get(5)).payload) for _ in range(900)]
+        assert got == list(range(900))
+        # A window wider than the bus bound: the excess is refused at once, and the count
+        # says exactly how many of the leading items the broker acknowledged.
+        assert await writer.publish_many(items[:200], window=80) == 50
+        await close_all(reader, writer)
+
+    run(main())
+
+
 def test_qos1_publish_returns_only_after_the_broker_acknowledged(broker: Broker) -> None:
     async def main() -> None:
         bus = await connected(broker.url, "writer")

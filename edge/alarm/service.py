@@ -142,13 +142,14 @@ class AlarmService:
                     with contextlib.suppress(TimeoutError):
                         await within(self.new_event.wait(), 1.0)
                     continue
-            try:
-                for ev in rows:
-                    await self.bus.publish(Topics.EVENTS, ev.to_dict(), qos=1, timeout=5.0)
-                    self.cursor.advance(ev.seq)
+            sent = await self.bus.publish_many(
+                [(Topics.EVENTS, ev.to_dict()) for ev in rows], timeout=5.0
+            )
+            if sent:
+                self.cursor.advance(rows[sent - 1].seq)
                 backoff = 0.1
-            except BusError as exc:
-                log.warning("box bus unavailable, %d event(s) waiting: %s", len(rows), exc)
+            if sent < len(rows):
+                log.warning("box bus unavailable, %d event(s) waiting", len(rows) - sent)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from edge.bus.connection import Connection, Request, SharedFilter
 from edge.bus.message import Payload, encode_payload
@@ -93,6 +94,36 @@ class Bus(Connection):
                     self._backlog.remove(req)
             elif self._inflight.get(req.mid) is req:
                 del self._inflight[req.mid]
+
+    async def publish_many(
+        self,
+        items: Sequence[tuple[str, Payload]],
+        *,
+        qos: int = 1,
+        timeout: float = 10.0,
+        window: int = 100,
+    ) -> int:
+        """Publish ``items`` in order, up to ``window`` awaiting their PUBACK at once.
+
+        Returns how many of the leading items were acknowledged: the caller can move a
+        cursor exactly that far. One PUBACK per round trip would cap a backlog at a few
+        thousand messages a second; a window keeps order and multiplies that.
+        """
+        done = 0
+        for start in range(0, len(items), window):
+            chunk = items[start : start + window]
+            results = await asyncio.gather(
+                *(self.publish(t, p, qos=qos, timeout=timeout) for t, p in chunk),
+                return_exceptions=True,
+            )
+            for result in results:
+                if isinstance(result, BusError):
+                    log.debug("publish_many stopped after %d of %d: %s", done, len(items), result)
+                    return done
+                if isinstance(result, BaseException):
+                    raise result
+                done += 1
+        return done
 
     def subscribe(
         self, topic_filter: str, *, qos: int = 1, maxsize: int | None = None

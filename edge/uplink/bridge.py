@@ -103,14 +103,25 @@ def notification_lines(site_id: str) -> list[str]:
     ]
 
 
+ACK_SUFFIXES = ("ack", "clips/+/ack")
+
+
 def topic_lines(site_id: str) -> list[str]:
     """Explicit patterns each way (never `#`), so only what we list crosses the bridge."""
     remote = topics.central_prefix(site_id)
     out = [f"topic {s} out {BRIDGE_QOS} {topics.UP_PREFIX} {remote}" for s in topics.UP_SUFFIXES]
     into = [
-        f"topic {s} in {BRIDGE_QOS} {topics.DOWN_PREFIX} {remote}" for s in topics.DOWN_SUFFIXES
+        f"topic {s} in {_in_qos(s)} {topics.DOWN_PREFIX} {remote}" for s in topics.DOWN_SUFFIXES
     ]
     return out + into
+
+
+def _in_qos(suffix: str) -> int:
+    """Acks cross the bridge at QoS 0. mosquitto does not set TCP_NODELAY on a bridge's own
+    connection, so each QoS 1 ack makes the bridge send a tiny PUBACK that holds the next
+    event behind the central's delayed TCP ACK (~40 ms per event). A lost ack costs nothing:
+    the event is resent with the same id and acknowledged again."""
+    return 0 if suffix in ACK_SUFFIXES else BRIDGE_QOS
 
 
 def prepare(data_dir: str, site_id: str, central: CentralConfig) -> None:

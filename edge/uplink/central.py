@@ -106,15 +106,13 @@ class CentralLink:
         for item in items:
             if item.seq not in found:
                 self.outbox.reject(TRANSPORT, item.seq, "no longer in the journal")
-        sent: list[int] = []
-        try:
-            for ev in events:
-                await self.bus.publish(
-                    up("events"), {**ev.to_dict(), "site": self.site_id}, timeout=5.0
-                )
-                sent.append(ev.seq)
-        finally:
-            self.outbox.mark_sent(TRANSPORT, sent, time.monotonic())
+        topic = up("events")
+        sent = await self.bus.publish_many(
+            [(topic, {**ev.to_dict(), "site": self.site_id}) for ev in events], timeout=5.0
+        )
+        self.outbox.mark_sent(TRANSPORT, [ev.seq for ev in events[:sent]], time.monotonic())
+        if sent < len(events):
+            raise BusError(f"the box broker took {sent} of {len(events)} event(s)")
 
     async def _idle(self) -> None:
         """Sleep until new rows, an ack, or the earliest resend is due (at most 1 s)."""
