@@ -30,10 +30,24 @@ def one_start(root: Path, url: str, i: int) -> tuple[float, float]:
         ready = notify.wait_for("READY=1", timeout=10) - t0
         time.sleep(SETTLE_S)
         rss = rss_mb(proc.pid)
+        USS.append(private_mb(proc.pid))
     finally:
         stop(proc)
         notify.close()
     return ready, rss
+
+
+USS: list[float] = []
+
+
+def private_mb(pid: int) -> float:
+    """Memory only this process holds (USS): RSS minus pages shared with other processes,
+    such as libpython and pydantic-core that edge-video maps too."""
+    total = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith(("Private_Clean:", "Private_Dirty:")):
+            total += int(line.split()[1])
+    return total / 1024
 
 
 def baseline() -> tuple[float, float]:
@@ -66,6 +80,7 @@ def main() -> None:
         "ready_s": round(median(readies), 3),
         "ready_max_s": round(max(readies), 3),
         "rss_mb": round(max(rsses), 1),
+        "uss_mb": round(max(USS), 1),
         "python_start_s": round(base_s, 3),
         "python_rss_mb": round(base_rss, 1),
         "ready_ratio_to_python": round(median(readies) / base_s, 1),
