@@ -15,13 +15,19 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.errors import EX_CONFIG, EX_DATAERR, EX_OK, EX_USAGE, CommandError, ConfigError
+from edge.errors import (
+    EX_CANTCREAT,
+    EX_CONFIG,
+    EX_DATAERR,
+    EX_NOINPUT,
+    EX_OK,
+    EX_USAGE,
+    CommandError,
+    ConfigError,
+)
 
 if TYPE_CHECKING:
     from edge.video.clip_index import ClipIndex, ClipRecord
-
-EX_NOINPUT = 66  # sysexits.h: no such clip / the clip's file is missing
-EX_CANTCREAT = 73  # sysexits.h: the export folder cannot be written
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:

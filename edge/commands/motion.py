@@ -16,7 +16,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.errors import EX_CONFIG, EX_DATAERR, EX_OK, EX_USAGE, CommandError, ConfigError
+from edge.errors import (
+    EX_CONFIG,
+    EX_DATAERR,
+    EX_NOINPUT,
+    EX_OK,
+    EX_USAGE,
+    CommandError,
+    ConfigError,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -25,7 +33,6 @@ if TYPE_CHECKING:
     from edge.config.video import Motion
     from edge.video.motion import MotionDetector, MotionEvent
 
-EX_NOINPUT = 66  # sysexits.h: the input file is missing or cannot be read
 PLANAR_YUV = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "gray"}
 DEFAULT_FPS = 25.0
 
