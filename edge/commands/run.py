@@ -1,4 +1,4 @@
-"""`edge run alarm|broker`: the long-running services (started by systemd on a box)."""
+"""`edge run alarm|video|broker`: the long-running services (started by systemd on a box)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("run", help="run a service (alarm, broker)", parents=parents)
-    parser.add_argument("service", choices=["alarm", "broker"], help="which service")
+    parser = sub.add_parser("run", help="run a service (alarm, video, broker)", parents=parents)
+    parser.add_argument("service", choices=["alarm", "video", "broker"], help="which service")
     parser.add_argument(
         "--log-level",
         default=os.environ.get("EDGE_LOG_LEVEL", "INFO"),
@@ -32,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
 
         system.setup_logging("edge-broker", args.log_level)
         return _broker(cfg)
+    if args.service == "video":
+        return _video(cfg, args.log_level)
     import asyncio
 
     from edge import system
@@ -39,6 +41,17 @@ def run(args: argparse.Namespace) -> int:
 
     system.setup_logging("edge-alarm", args.log_level)
     return asyncio.run(run_alarm(cfg))
+
+
+def _video(cfg: Any, log_level: str) -> int:
+    """edge-video: numpy and av are imported here only, never by edge-alarm."""
+    import asyncio
+
+    from edge import system
+    from edge.video.service import run_video
+
+    system.setup_logging("edge-video", log_level)
+    return asyncio.run(run_video(cfg))
 
 
 def _broker(cfg: Any) -> int:

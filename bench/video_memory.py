@@ -1,0 +1,215 @@
+"""Resident memory and CPU of `edge run video` with two synthetic 720p cameras.
+
+Two cameras at 1280x720, 15 fps, 10 s of pre-alarm video in each ring, paced in real time,
+measured over MEASURE_S after WARMUP_S: RSS from /proc/<pid>/status (VmRSS, the highest
+sample), CPU from /proc/<pid>/stat (utime + stime deltas).
+
+The synthetic camera renders its pictures and ENCODES them with libx264 inside edge-video,
+which a real camera does not ask of us (it hands over H.264). So the same run is repeated
+for the references, in this one command:
+
+- the same cameras with motion analysis disabled (health stays on): what motion costs;
+- the two synthetic sources alone in a bare process (render + encode, no pipeline);
+- in-process, per frame: scene rendering vs libx264 encoding, to split the source's cost;
+- a bare Python that imports numpy and av: the memory floor of any video process.
+
+`pipeline_cpu_pct_per_camera` (edge-video minus the sources alone) and
+`pipeline_rss_mb_estimate` (edge-video minus what the sources alone add to the numpy + av
+floor) are what a box with real cameras (passed-through H.264) would pay, give or take the
+decoder of the analysis stream. Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import REPO, NotifySocket, rss_mb, start_mosquitto, stop, write_site
+
+CAMERAS = 2
+WIDTH, HEIGHT, FPS = 1280, 720, 15
+PRE_S = 10
+WARMUP_S = 5.0
+MEASURE_S = 20.0
+TICK = os.sysconf("SC_CLK_TCK")
+EDGE = str(Path(sys.executable).with_name("edge"))
+
+
+def cameras_toml(motion: bool) -> str:
+    cams = "".join(
+        f"""
+[[video.cameras]]
+id = "cam{i}"
+source = "synthetic"
+url = "walker?seed={i + 1}"
+width = {WIDTH}
+height = {HEIGHT}
+fps = {FPS}
+gop_s = 2
+motion = {{ enabled = {str(motion).lower()} }}
+"""
+        for i in range(CAMERAS)
+    )
+    return cams + f"\n[video.clips]\npre_s = {PRE_S}\npost_s = 10\n"
+
+
+def cpu_s(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # fields 14 and 15 of proc(5)
+
+
+def measure(proc: subprocess.Popen[bytes]) -> tuple[float, float]:
+    """(max RSS in MB, CPU % of one core) over MEASURE_S, after WARMUP_S."""
+    time.sleep(WARMUP_S)
+    c0, t0 = cpu_s(proc.pid), time.monotonic()
+    peak = 0.0
+    while time.monotonic() - t0 < MEASURE_S:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process {proc.pid} exited with {proc.returncode}")
+        peak = max(peak, rss_mb(proc.pid))
+        time.sleep(0.5)
+    cpu = (cpu_s(proc.pid) - c0) / (time.monotonic() - t0) * 100
+    return peak, cpu
+
+
+def run_video(root: Path, url: str, motion: bool) -> tuple[float, float]:
+    work = root / ("motion" if motion else "no-motion")
+    work.mkdir()
+    site = write_site(work, url, extra=cameras_toml(motion))
+    notify = NotifySocket(work / "notify.sock")
+    env = {k: v for k, v in os.environ.items() if k != "WATCHDOG_USEC"}
+    env["NOTIFY_SOCKET"] = str(notify.path)
+    with open(work / "video.log", "ab") as log:
+        proc = subprocess.Popen(
+            [EDGE, "run", "video", "--config", str(site)], stdout=log, stderr=log, env=env
+        )
+    try:
+        notify.wait_for("READY=1", timeout=20)
+        return measure(proc)
+    finally:
+        stop(proc)
+        notify.close()
+
+
+def run_sources_alone() -> tuple[float, float]:
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--sources-only", str(WARMUP_S + MEASURE_S + 5)], cwd=REPO
+    )
+    try:
+        return measure(proc)
+    finally:
+        stop(proc)
+
+
+async def drain_sources(seconds: float) -> None:
+    """The bare process: two synthetic sources whose items are read and dropped."""
+    from edge.config.video import Camera
+    from edge.video.sources import open_source
+
+    cams = [
+        Camera(id=f"cam{i}", source="synthetic", url=f"walker?seed={i + 1}", width=WIDTH,
+               height=HEIGHT, fps=FPS, gop_s=2)
+        for i in range(CAMERAS)
+    ]  # fmt: skip
+    sources = [open_source(c) for c in cams]
+
+    async def drain(src: object) -> None:
+        async for _ in src.packets():  # type: ignore[attr-defined]
+            pass
+
+    tasks = [asyncio.create_task(drain(s)) for s in sources]
+    await asyncio.sleep(seconds)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for s in sources:
+        await s.close()  # type: ignore[attr-defined]
+
+
+def split_source_cost(frames: int = 90) -> tuple[float, float]:
+    """CPU ms per frame of rendering the scene and of encoding it (one 720p camera)."""
+    from edge.video.sources.scenes import Scene
+    from edge.video.sources.synthetic import FrameEncoder
+
+    scene = Scene("walker", WIDTH, HEIGHT)
+    encoder = FrameEncoder("bench", WIDTH, HEIGHT, FPS, 2.0, hardware=False)
+    imgs = []
+    t0 = time.process_time()
+    for n in range(frames):
+        img = scene.render(n / FPS, n)
+        assert img is not None
+        imgs.append(img)
+    t1 = time.process_time()
+    for n, img in enumerate(imgs):
+        encoder.encode(img, n)
+    encoder.flush()
+    t2 = time.process_time()
+    return (t1 - t0) / frames * 1000, (t2 - t1) / frames * 1000
+
+
+def imports_rss() -> float:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import numpy, av, time; time.sleep(5)"], cwd=REPO
+    )
+    try:
+        time.sleep(3.0)
+        return rss_mb(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        broker = start_mosquitto(root / "broker")
+        try:
+            rss, cpu = run_video(root, broker.url, motion=True)
+            rss_nm, cpu_nm = run_video(root, broker.url, motion=False)
+        finally:
+            broker.stop()
+    src_rss, src_cpu = run_sources_alone()
+    render_ms, encode_ms = split_source_cost()
+    base_rss = imports_rss()
+    print(
+        f"edge-video: RSS {rss:.1f} MB, CPU {cpu:.1f} %; without motion: {rss_nm:.1f} MB, "
+        f"{cpu_nm:.1f} %; sources alone: {src_rss:.1f} MB, {src_cpu:.1f} %; per frame: "
+        f"render {render_ms:.2f} ms, encode {encode_ms:.2f} ms; numpy+av floor {base_rss:.1f} MB",
+        file=sys.stderr,
+    )
+    out = {
+        "bench": "video_memory",
+        "rss_mb": round(rss, 1),
+        "cpu_pct_per_camera": round(cpu / CAMERAS, 1),
+        "cameras": CAMERAS,
+        "resolution": f"{WIDTH}x{HEIGHT}@{FPS}",
+        "pre_s": PRE_S,
+        "rss_mb_without_motion": round(rss_nm, 1),
+        "cpu_pct_per_camera_without_motion": round(cpu_nm / CAMERAS, 1),
+        "motion_cpu_pct_per_camera": round((cpu - cpu_nm) / CAMERAS, 1),
+        "source_alone_rss_mb": round(src_rss, 1),
+        "source_alone_cpu_pct_per_camera": round(src_cpu / CAMERAS, 1),
+        "render_cpu_pct_per_camera": round(render_ms * FPS / 10, 1),
+        "encode_cpu_pct_per_camera": round(encode_ms * FPS / 10, 1),
+        "pipeline_cpu_pct_per_camera": round((cpu - src_cpu) / CAMERAS, 1),
+        "numpy_av_floor_rss_mb": round(base_rss, 1),
+        "pipeline_rss_mb_estimate": round(rss - src_rss + base_rss, 1),
+        "rss_ratio_to_floor": round(rss / base_rss, 2),
+        "targets": {"rss_mb": 150},
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--sources-only"]:
+        asyncio.run(drain_sources(float(sys.argv[2])))
+    else:
+        main()
