@@ -66,7 +66,8 @@ def _notify_socket(state: str) -> bool:
         return False
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.sendto(state.encode("utf-8"), address)
+            # Never block the event loop on a receiver that stopped reading.
+            sock.sendto(state.encode("utf-8"), socket.MSG_DONTWAIT, address)
     except OSError as exc:
         log.warning("cannot notify systemd through %s: %s", address.lstrip("\0"), exc)
         return False
