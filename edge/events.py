@@ -92,6 +92,11 @@ class Kind(str, Enum):
     COMMAND_REFUSED = "command_refused"
     SERVICE_STARTED = "service_started"
     JOURNAL_PRUNED = "journal_pruned"
+    VIDEO_LOSS = "video_loss"
+    VIDEO_RESTORE = "video_restore"
+    CAMERA_FAULT = "camera_fault"
+    CAMERA_FAULT_RESTORE = "camera_fault_restore"
+    VIDEO_MOTION = "video_motion"
     CLIP_SAVED = "clip_saved"
     CLIP_DELETED = "clip_deleted"
 
@@ -154,6 +159,12 @@ SPECS: dict[Kind, KindSpec] = {
     Kind.COMMAND_REFUSED: KindSpec(None, None, 1, _LOC, "remote command refused", transmit=False),
     Kind.SERVICE_STARTED: KindSpec("RR", 305, 1, _SYS, "alarm service started"),
     Kind.JOURNAL_PRUNED: KindSpec(None, None, 1, _LOC, "journal pruned", transmit=False),
+    # Video has no SIA / Contact ID codes: these go to the central station over MQTT only.
+    Kind.VIDEO_LOSS: KindSpec(None, None, 1, _F, "video lost"),
+    Kind.VIDEO_RESTORE: KindSpec(None, None, 3, _R, "video back"),
+    Kind.CAMERA_FAULT: KindSpec(None, None, 1, _F, "camera fault"),
+    Kind.CAMERA_FAULT_RESTORE: KindSpec(None, None, 3, _R, "camera fault cleared"),
+    Kind.VIDEO_MOTION: KindSpec(None, None, 1, _A, "video motion alarm"),
     Kind.CLIP_SAVED: KindSpec(None, None, 1, _LOC, "video clip saved", transmit=False),
     Kind.CLIP_DELETED: KindSpec(None, None, 1, _LOC, "video clip deleted", transmit=False),
 }

@@ -24,6 +24,7 @@ from edge.alarm.local import LocalControl
 from edge.alarm.outputs import OutputBank
 from edge.alarm.panel import AlarmPanel, Outcome
 from edge.alarm.state import PanelStateFile
+from edge.alarm.video_events import VideoEvents
 from edge.bus import Bus, Topics
 from edge.config import SiteConfig
 from edge.errors import BusError, CommandError
@@ -258,8 +259,15 @@ class AlarmService:
         }
         if self.cfg.hardware.backend == "sim":
             loops["simulator"] = self.local.run_simulator()
+        if self.cfg.video.cameras:
+            loops["video_events"] = VideoEvents(self._journal_one, self.armed).run(self.bus)
         loops.update(self.uplink.loops())
         await supervise(loops)
+
+    def armed(self) -> bool:
+        """Is any partition set (its zones watched for intrusion)?"""
+        states = (p["state"] for p in self.panel.status()["partitions"].values())
+        return any(s not in ("disarmed", "exit_delay") for s in states)
 
     def health(self) -> dict[str, Any]:
         """What the heartbeat reports: arming, open faults, versions."""
