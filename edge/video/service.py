@@ -9,9 +9,8 @@ checks signal loss and beats the watchdog. Across cameras:
   or extends the clip already recording there, so a burst of alarms gives one clip;
 - a finished clip is indexed (:class:`ClipIndex`), then its metadata is published on the
   box bus ``edge/clips/<event id>`` and toward the central station (``edge/up/clips/<event
-  id>``) once per event it serves. Only the metadata: the chunked, resumable transfer of the
-  file itself is a later step, as is journaling (CLIP_SAVED / CLIP_DELETED, motion, health)
-  through edge-alarm, which will subscribe to what is published here;
+  id>``) once per event it serves; the file follows in chunks (:mod:`edge.video.delivery`).
+  Journaling (CLIP_SAVED / CLIP_DELETED, motion, health) through edge-alarm is a later step;
 - retention (age limit, disk quota) runs every RETENTION_EVERY_S and after each clip;
 - publishing never blocks a camera: messages go through one bounded queue (oldest dropped
   first, counted) to a publisher task that waits for the broker.
@@ -43,6 +42,7 @@ from edge.uplink.topics import up_clip
 from edge.video.camera import Alarm, CameraPipeline, camera_topic
 from edge.video.clip_index import ClipIndex, ClipRecord, clips_dir, index_path
 from edge.video.clips import ClipInfo
+from edge.video.delivery import ClipSender
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,17 @@ class VideoService:
         }
         self.index = ClipIndex(index_path(cfg))
         self.watchdog = system.Watchdog()
+        self.sender = (  # clip files go to the central station only over its bridge
+            ClipSender(
+                site_id=cfg.site.id,
+                bus=self.bus,
+                index=self.index,
+                beat=self.watchdog.beat,
+                metadata=clip_payload,
+            )
+            if cfg.central is not None
+            else None
+        )
         self.outq: collections.deque[tuple[str, dict[str, Any], bool]] = collections.deque()
         self.out_ready = asyncio.Event()
         self.dropped = 0
@@ -155,10 +166,13 @@ class VideoService:
             ", ".join(record.event_ids),
         )
         for event_id in record.event_ids:
-            payload = clip_payload(record, event_id)
+            sender = self.sender
+            payload = sender.payload(record, event_id) if sender else clip_payload(record, event_id)
             self.publish(clip_topic(event_id), payload)
             self.publish(up_clip(event_id), payload)
         self.retention_due.set()
+        if self.sender:
+            self.sender.wake()
 
     def state_changed(self) -> None:
         self.status_due.set()
@@ -284,6 +298,10 @@ class VideoService:
             "status": self.status_loop(),
             "watchdog": self.watchdog.run(),
         }
+        if self.sender:
+            self.watchdog.register("delivery", max_silence=150.0)
+            self.watchdog.register("delivery-link", max_silence=30.0)
+            loops.update(self.sender.loops())
         for cid, cam in self.cameras.items():
             self.watchdog.register(f"camera:{cid}", max_silence=10.0)
             loops[f"camera:{cid}"] = cam.run()
@@ -321,6 +339,8 @@ class VideoService:
             await within(self._flush(), FLUSH_S)
         await asyncio.gather(*(cam.close() for cam in self.cameras.values()))
         await self.bus.close()
+        if self.sender:
+            self.sender.close()
         self.index.close()
 
     async def _finish_clips(self) -> None:
