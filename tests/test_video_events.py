@@ -68,3 +68,16 @@ def test_motion_alarm_only_in_alarm_zones_while_armed() -> None:
 def test_malformed_reports_are_ignored() -> None:
     video = VideoEvents(lambda e: None, armed=lambda: True)
     assert feed(video, msg("yard", "health", b"\xff not json"), msg("yard", "other", {})) == []
+
+
+def test_every_clip_kept_or_deleted_is_journaled() -> None:
+    video = VideoEvents(lambda e: None, armed=lambda: False)
+    base = {"clip_id": "c1", "events": ["e1"], "start": "2026-11-22T08:00:00.000Z", "bytes": 9}
+    events = feed(
+        video,
+        msg("yard", "clip_saved", {**base, "why": "saved"}),
+        msg("yard", "clip_deleted", {**base, "why": "quota"}),
+    )
+    assert [e.kind for e in events] == [Kind.CLIP_SAVED, Kind.CLIP_DELETED]
+    assert events[1].details == {"camera": "yard", **base, "why": "quota"}
+    assert not events[1].kind.spec.transmit

@@ -7,6 +7,8 @@ events go over MQTT only.
 
 - ``edge/video/<camera>/state`` (retained): ``up`` false → VIDEO_LOSS, back → VIDEO_RESTORE.
 - ``edge/video/<camera>/health``: a fault raised → CAMERA_FAULT, cleared → its restore.
+- ``edge/video/<camera>/clip_saved`` and ``clip_deleted``: CLIP_SAVED / CLIP_DELETED (local
+  events: every clip kept or deleted, and why — retention or quota — is in the journal).
 - ``edge/video/<camera>/motion``: the start of motion in a zone whose action is ``alarm`` is
   a virtual alarm input → VIDEO_MOTION, but only while a partition is set (a tag zone, or
   motion while everything is disarmed, only marks clips).
@@ -52,7 +54,13 @@ class VideoEvents:
         if len(parts) != 4 or not isinstance(body, dict):
             return None
         camera, what = parts[2], parts[3]
-        handler = {"state": self._state, "health": self._health, "motion": self._motion}.get(what)
+        handler = {
+            "state": self._state,
+            "health": self._health,
+            "motion": self._motion,
+            "clip_saved": self._clip,
+            "clip_deleted": self._clip,
+        }.get(what)
         return handler(camera, body) if handler else None
 
     def _state(self, camera: str, body: dict[str, Any]) -> Event | None:
@@ -75,6 +83,11 @@ class VideoEvents:
             self.faults.discard(key)
             return Event(Kind.CAMERA_FAULT_RESTORE, details=details)
         return None
+
+    def _clip(self, camera: str, body: dict[str, Any]) -> Event | None:
+        kind = Kind.CLIP_SAVED if body.get("why") == "saved" else Kind.CLIP_DELETED
+        keys = ("clip_id", "events", "start", "bytes", "why")
+        return Event(kind, details={"camera": camera, **{k: body.get(k) for k in keys}})
 
     def _motion(self, camera: str, body: dict[str, Any]) -> Event | None:
         if body.get("action") != "alarm" or body.get("state") != "start" or not self.armed():

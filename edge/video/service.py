@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 VIDEO_STATUS = "edge/video/status"
 CLIP_CATEGORIES = ("alarm", "tamper")
 CLIP_TOPICS = ("edge/clips/", "edge/up/clips/")
+CLIP_JOURNAL = ("/clip_saved", "/clip_deleted")  # journaled by edge-alarm: never dropped
 OUT_QUEUE = 512  # messages waiting for the box broker
 SEEN_IDS = 1024  # event ids remembered: the bus delivers at least once
 RETENTION_EVERY_S = 600.0
@@ -150,7 +151,7 @@ class VideoService:
     def _make_room(self) -> None:
         """Drop the oldest motion / health / state message; clip announcements go last."""
         for i, (topic, _, _) in enumerate(self.outq):
-            if not topic.startswith(CLIP_TOPICS):
+            if not topic.startswith(CLIP_TOPICS) and not topic.endswith(CLIP_JOURNAL):
                 del self.outq[i]
                 return
         self.outq.popleft()
@@ -165,6 +166,7 @@ class VideoService:
             record.bytes,
             ", ".join(record.event_ids),
         )
+        self.publish(camera_topic(record.camera, "clip_saved"), _clip_report(record, "saved"))
         for event_id in record.event_ids:
             sender = self.sender
             payload = sender.payload(record, event_id) if sender else clip_payload(record, event_id)
@@ -252,9 +254,12 @@ class VideoService:
             if self.retention_due.is_set() or time.monotonic() >= next_at:
                 self.retention_due.clear()
                 next_at = time.monotonic() + RETENTION_EVERY_S
-                await asyncio.to_thread(
+                deleted = await asyncio.to_thread(
                     self.index.enforce, clips.retention_days, clips.quota_mb * MIB, _deleted
                 )
+                for record, reason in deleted:
+                    report = _clip_report(record, reason)
+                    self.publish(camera_topic(record.camera, "clip_deleted"), report)
             with contextlib.suppress(TimeoutError):
                 await within(self.retention_due.wait(), 5.0)
 
@@ -356,8 +361,21 @@ class VideoService:
                 return
 
 
+def _clip_report(record: ClipRecord, why: str) -> dict[str, Any]:
+    """What edge-alarm journals (CLIP_SAVED / CLIP_DELETED): every deletion is accounted for."""
+    return {
+        "v": 1,
+        "clip_id": record.id,
+        "camera": record.camera,
+        "events": record.event_ids,
+        "start": record.start_ts,
+        "bytes": record.bytes,
+        "why": why,
+    }
+
+
 def _deleted(record: ClipRecord, reason: str) -> None:
-    """Runs in the retention thread; edge-alarm will journal deletions (CLIP_DELETED) later."""
+    """Runs in the retention thread: logs; the service then reports it for the journal."""
     log.info(
         "clip %s of camera %s (%s, events %s) deleted: %s",
         record.id,

@@ -41,7 +41,11 @@ SCRIPTS: dict[str, dict[str, float]] = {
     "lost": {"at": 5.0, "for": 8.0, "seed": 1},
 }
 NOISE_SIGMA = 1.5
-NOISE_FRAMES = 7  # a bank reused in turn: cheap, and consecutive frames always differ
+NOISE_MAX = 6  # |noise| <= 4 sigma: lets it be added in uint8 without overflow
+NOISE_SHIFT = 4099  # elements the window moves per frame: consecutive frames always differ
+NOISE_WINDOWS = 31  # frames before the noise repeats
+NOISE_SPAN = NOISE_WINDOWS * NOISE_SHIFT  # bank length beyond one frame
+_CHUNK = 1 << 16  # noise is drawn in chunks: no full-frame float temporaries
 
 
 def parse_scene(url: str, where: str = "synthetic camera") -> tuple[str, dict[str, float]]:
@@ -77,58 +81,71 @@ class Scene:
         self.width, self.height = width - width % 2, height - height % 2
         rng = np.random.default_rng(int(self.script["seed"]))
         self._view = _view(rng, self.width, self.height)
-        shape = (self.height * 3 // 2, self.width)
-        self._noise = [
-            rng.normal(0, NOISE_SIGMA, size=shape).round().astype(np.int16)
-            for _ in range(NOISE_FRAMES)
-        ]
+        self._size = self._view.size
+        self._noise = _noise_bank(rng, self._size + NOISE_SPAN)
         self._chroma = slice(self.height, None)  # rows of U then V, two chroma rows per row
         self._other: Image | None = None
 
-    def render(self, t: float, index: int) -> Image | None:
-        """Frame ``index`` at ``t`` seconds; a fresh array the caller may modify."""
+    def render(self, t: float, index: int, out: Image | None = None) -> Image | None:
+        """Frame ``index`` at ``t`` seconds, in ``out`` if given (it is overwritten) or in a
+        fresh array; either way the caller may modify it.
+
+        Everything happens in uint8, in place: a frame costs no temporaries of its size.
+        """
         s = self.script
         if self.name == "lost" and _between(t, s["at"], s["for"]):
             return None
-        img = self._base(t)
-        noise = self._noise[index % NOISE_FRAMES]
-        out = np.add(img, noise, dtype=np.int16)
+        if out is None:
+            out = np.empty(self._view.shape, dtype=np.uint8)
+        self._base(t, out)
+        # The bank holds noise + NOISE_MAX; the clip keeps base + noise inside 0..255.
+        np.clip(out, NOISE_MAX, 255 - NOISE_MAX, out=out)
+        start = (index % NOISE_WINDOWS) * NOISE_SHIFT
+        flat = out.reshape(-1)
+        flat += self._noise[start : start + self._size]
+        flat -= NOISE_MAX
         if self.name == "rain":
             self._rain(out, index)
-        return np.clip(out, 0, 255).astype(np.uint8)
+        return out
 
-    def _base(self, t: float) -> Image:
+    def _base(self, t: float, out: Image) -> None:
+        """Write the noiseless picture at ``t`` into ``out``."""
         s, view = self.script, self._view
         if self.name in ("covered", "defocus", "turned") and _between(t, s["at"], s["for"]):
-            return self._changed()
-        if self.name == "walker":
-            return self._walker(t)
-        if self.name == "lights":
+            out[...] = self._changed()
+        elif self.name == "walker":
+            self._walker(t, out)
+        elif self.name == "lights":
             lit = t >= s["at"] and not (s["off"] > s["at"] and t >= s["off"])
-            return view if lit else self._graded(0.45, 0.0, grey=False)
-        if self.name == "dusk":
-            if t < s["start"]:
-                return view
+            self._graded(1.0 if lit else 0.45, 0.0, False, out)
+        elif self.name == "dusk" and t >= s["start"]:
             if t < s["start"] + s["fade"]:
-                return self._graded(1.0 - 0.6 * (t - s["start"]) / s["fade"], 0.0, grey=False)
-            return self._graded(0.7, 60.0, grey=True)  # infrared: no colour, lit by the LEDs
-        return view
+                self._graded(1.0 - 0.6 * (t - s["start"]) / s["fade"], 0.0, False, out)
+            else:
+                self._graded(0.7, 60.0, True, out)  # infrared: no colour, lit by the LEDs
+        else:
+            out[...] = view
 
-    def _graded(self, gain: float, offset: float, grey: bool) -> Image:
-        img = self._view.astype(np.float32)
-        y = img[: self.height]
-        y *= gain
-        y += offset
+    def _graded(self, gain: float, offset: float, grey: bool, out: Image) -> None:
+        """The view under other light, through 256-entry tables: no float copy of a frame."""
+        if gain == 1.0 and offset == 0.0 and not grey:
+            out[...] = self._view
+            return
+        levels = np.arange(256, dtype=np.float32)
+        luma = np.clip(levels * np.float32(gain) + np.float32(offset), 0, 255).astype(np.uint8)
         if grey:
-            img[self._chroma] = 128.0
+            chroma = np.full(256, 128, dtype=np.uint8)
         else:  # colour fades towards grey with the light
-            img[self._chroma] = 128.0 + (img[self._chroma] - 128.0) * gain
-        return np.clip(img, 0, 255).astype(np.uint8)
+            chroma = np.clip(128.0 + (levels - 128.0) * np.float32(gain), 0, 255).astype(np.uint8)
+        h = self.height
+        np.take(luma, self._view[:h], out=out[:h])
+        np.take(chroma, self._view[h:], out=out[h:])
 
     def _changed(self) -> Image:
         if self._other is None:
             if self.name == "covered":
-                self._other = self._graded(0.03, 0.0, grey=True)
+                self._other = np.empty_like(self._view)
+                self._graded(0.03, 0.0, True, self._other)
             elif self.name == "defocus":
                 self._other = _blurred(self._view, self.width, self.height)
             else:  # turned: the view pans by about half a frame and tilts
@@ -143,27 +160,26 @@ class Scene:
                 ).reshape(self._view.shape)
         return self._other
 
-    def _walker(self, t: float) -> Image:
+    def _walker(self, t: float, out: Image) -> None:
         s = self.script
-        img = self._view.copy()
+        out[...] = self._view
         cycle = s["period"] + s["pause"]
         if t < s["start"] or cycle <= 0:
-            return img
+            return
         phase = ((t - s["start"]) % cycle) / max(s["period"], 1e-6)
         if phase > 1.0:
-            return img
+            return
         w, h = self.width, self.height
         pw, ph = max(4, w // 12), max(8, h * 9 // 20)
         x0 = int(-pw + (w + pw) * phase)
         y0 = h * 5 // 10
         xs = slice(max(0, x0), max(0, min(w, x0 + pw)))
-        y = img[:h]
+        y = out[:h]
         y[y0 + ph // 6 : min(h, y0 + ph), xs] = 45  # body
         head = slice(max(0, x0 + pw // 4), max(0, min(w, x0 + 3 * pw // 4)))
         y[y0 : y0 + ph // 6, head] = 70
-        return img
 
-    def _rain(self, out: npt.NDArray[np.int16], index: int) -> None:
+    def _rain(self, out: Image, index: int) -> None:
         rng = np.random.default_rng(index)
         w, h = self.width, self.height
         y = out[:h]
@@ -172,28 +188,59 @@ class Scene:
         for x, y0 in zip(rng.integers(0, w, n), rng.integers(0, h - length, n), strict=True):
             rows = np.arange(y0, y0 + length)
             cols = np.clip(x + (rows - y0) // 4, 0, w - 1)
-            y[rows, cols] += 70
+            y[rows, cols] = np.minimum(y[rows, cols], 255 - 70) + 70  # saturating, in uint8
+
+
+def _noise_bank(rng: np.random.Generator, size: int) -> Image:
+    """Rounded Gaussian sensor noise plus NOISE_MAX (so 0..2*NOISE_MAX), one byte a sample.
+
+    A frame adds a window of it; the window moves every frame, so pixels get fresh values.
+    """
+    bank = np.empty(size, dtype=np.uint8)
+    draw = np.empty(_CHUNK, dtype=np.float32)
+    for start in range(0, size, _CHUNK):
+        part = draw[: min(_CHUNK, size - start)]
+        rng.standard_normal(out=part, dtype=np.float32)
+        part *= NOISE_SIGMA
+        np.rint(part, out=part)
+        np.clip(part, -NOISE_MAX, NOISE_MAX, out=part)
+        part += NOISE_MAX
+        bank[start : start + part.size] = part
+    return bank
 
 
 def _view(rng: np.random.Generator, w: int, h: int) -> Image:
-    """A static textured view: sky gradient, blocks of colour (walls, windows), fine lines."""
-    y = np.repeat(np.linspace(150, 95, h, dtype=np.float32)[:, None], w, axis=1)
-    u = np.full((h, w), 128.0, dtype=np.float32)
-    v = np.full((h, w), 128.0, dtype=np.float32)
+    """A static textured view: sky gradient, blocks of colour (walls, windows), fine lines.
+
+    Built straight into the I420 buffer, one plane at a time, so that building it leaves no
+    large freed temporaries behind for the allocator to keep.
+    """
+    blocks: list[tuple[tuple[slice, slice], float, float, float]] = []
     for _ in range(70):
         bw = int(rng.integers(max(2, w // 40), max(3, w // 4)))
         bh = int(rng.integers(max(2, h // 30), max(3, h // 3)))
         x0, y0 = int(rng.integers(0, w - bw)), int(rng.integers(h // 5, h - bh))
-        y[y0 : y0 + bh, x0 : x0 + bw] = rng.uniform(35, 215)
-        u[y0 : y0 + bh, x0 : x0 + bw] = rng.uniform(100, 156)
-        v[y0 : y0 + bh, x0 : x0 + bw] = rng.uniform(100, 156)
+        at = (slice(y0, y0 + bh), slice(x0, x0 + bw))
+        blocks.append((at, rng.uniform(35, 215), rng.uniform(100, 156), rng.uniform(100, 156)))
+    out = np.empty((h * 3 // 2, w), dtype=np.uint8)
+    # Luma in uint8 (assignment truncates, as the float version's final cast did): the values
+    # stay within 10..235, so the brick and rail lines below can neither wrap nor clip.
+    y = out[:h]
+    y[...] = np.linspace(150, 95, h, dtype=np.float32)[:, None]
+    for at, luma, _, _ in blocks:
+        y[at] = luma
     step = max(3, w // 64)
     y[h // 5 :: step * 3, :] -= 25  # courses of brick, fence rails: texture at every scale
     y[:, :: step * 5] += 20
-    cu = u.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
-    cv = v.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
-    planes = [np.clip(p, 0, 255).astype(np.uint8).reshape(-1) for p in (y, cu, cv)]
-    return np.concatenate(planes).reshape(h * 3 // 2, w)
+    chroma = out[h:].reshape(2, h // 2, w // 2)
+    for k in (0, 1):  # U then V: painted at full resolution, then 2x2 means
+        plane = np.full((h, w), 128.0, dtype=np.float32)
+        for at, _, u, v in blocks:
+            plane[at] = v if k else u
+        mean = plane.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+        chroma[k] = np.clip(mean, 0, 255)
+        del plane, mean
+    return out
 
 
 def _box(a: npt.NDArray[np.float32], r: int, axis: int) -> npt.NDArray[np.float32]:

@@ -181,6 +181,7 @@ class SyntheticSource(ThreadedSource):
         tb = Fraction(1, cam.fps)
         encoder: FrameEncoder | None = None
         lost_at: float | None = None
+        buf: npt.NDArray[np.uint8] | None = None  # one frame buffer: masked in place, copied out
         started = time.monotonic() - self._frame / cam.fps
         while not self._stop.is_set():
             n = self._frame
@@ -188,7 +189,7 @@ class SyntheticSource(ThreadedSource):
             if self.realtime and self._stop.wait(max(0.0, started + t - time.monotonic())):
                 break
             self._frame += 1
-            img = scene.render(t, n)
+            img = scene.render(t, n, buf)
             if img is None:  # the script cut the camera: silence, then a loss like a timeout
                 encoder = None
                 lost_at = t if lost_at is None else lost_at
@@ -197,7 +198,7 @@ class SyntheticSource(ThreadedSource):
                         False, f"no picture from scene {scene.name} for {t - lost_at:.0f} s"
                     )
                 continue
-            lost_at = None
+            lost_at, buf = None, img
             if encoder is None:  # (re)starting: a new stream that opens on a keyframe
                 encoder = FrameEncoder(self.camera, w, h, cam.fps, cam.gop_s, hardware=False)
                 self.queue.restart()
