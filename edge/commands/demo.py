@@ -40,9 +40,11 @@ def run(args: argparse.Namespace) -> int:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         procs.append(_start_broker(cfg))
-        procs.append(_start_alarm(path))
+        procs.append(_start_service("alarm", path))
         if not _wait_ready(cfg, procs[-1]):
             return EX_UNAVAILABLE
+        if cfg.video.cameras:
+            procs.append(_start_service("video", path, quiet=True))
         _explain(path, cfg)
         if args.no_follow:
             while all(p.poll() is None for p in procs):
@@ -72,17 +74,19 @@ def _start_broker(cfg: Any) -> subprocess.Popen[bytes]:
     return subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=log, stderr=log)
 
 
-def _start_alarm(path: Path) -> subprocess.Popen[bytes]:
+def _start_service(name: str, path: Path, quiet: bool = False) -> subprocess.Popen[bytes]:
+    """`edge run NAME`; a quiet service logs warnings only, so the event list stays readable."""
     exe = Path(sys.executable).with_name("edge")
     cmd = [
         str(exe) if exe.exists() else sys.executable,
         *([] if exe.exists() else ["-m", "edge.cli"]),
         "run",
-        "alarm",
+        name,
         "--config",
         str(path),
+        *(["--log-level", "WARNING"] if quiet else []),
     ]
-    print(f"· edge-alarm: {shlex.join(cmd)}")
+    print(f"· edge-{name}: {shlex.join(cmd)}")
     return subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
@@ -134,6 +138,7 @@ In another terminal, from this directory:
   {edge} sim set hall 2000 {c}      # a reading between bands: loop fault
   {edge} panel disarm {c}
   {edge} events verify {c}          # check the journal's hash chain
+  {edge} clips list {c}             # alarm clips of the demo camera (pre + post alarm)
   mosquitto_sub -p {cfg.bus.url.rsplit(":", 1)[-1]} -t 'edge/#' -v   # watch the box bus
 
 Events appear below as they are journaled. Ctrl-C stops everything.
