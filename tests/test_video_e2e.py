@@ -163,6 +163,8 @@ def test_panic_gets_a_clip_with_pre_and_post_alarm_video(box: Box) -> None:
     meta = box.watch.wait(f"edge/clips/{event['id']}", timeout=left).json()
     assert (meta["v"], meta["event_id"], meta["camera"]) == (1, event["id"], "yard")
     assert meta["duration_s"] >= PRE_S + POST_S and meta["snapshot"] is True
+    # The walker crosses 6 s out of 8: the whole-frame tag zone saw motion during the clip.
+    assert meta["motion"] == ["frame"]
     up_meta = box.watch.wait(f"edge/up/clips/{event['id']}", timeout=2).json()
     assert up_meta == meta
 
@@ -185,6 +187,7 @@ def test_panic_gets_a_clip_with_pre_and_post_alarm_video(box: Box) -> None:
     saved = box.watch.wait("edge/events", timeout=5, kind="clip_saved").json()
     assert saved["details"]["clip_id"] == meta["clip_id"]
     assert event["id"] in saved["details"]["events"]
+    assert saved["details"]["motion"] == ["frame"]
 
     box.video.send_signal(signal.SIGTERM)
     assert box.video.wait(timeout=15) == 0, box.log()[-3000:]

@@ -86,8 +86,9 @@ class VideoEvents:
 
     def _clip(self, camera: str, body: dict[str, Any]) -> Event | None:
         kind = Kind.CLIP_SAVED if body.get("why") == "saved" else Kind.CLIP_DELETED
-        keys = ("clip_id", "events", "start", "bytes", "why")
-        return Event(kind, details={"camera": camera, **{k: body.get(k) for k in keys}})
+        keys = ("clip_id", "events", "start", "bytes", "why", "motion")
+        details = {k: body[k] for k in keys if k in body}
+        return Event(kind, details={"camera": camera, **details})
 
     def _motion(self, camera: str, body: dict[str, Any]) -> Event | None:
         if body.get("action") != "alarm" or body.get("state") != "start" or not self.armed():

@@ -121,6 +121,7 @@ class Alarm:
 class _Recording:
     session: ClipSession
     alarm_at: dt.datetime
+    motion: set[str] = dataclasses.field(default_factory=set)  # zones that saw motion
 
 
 class Sink(Protocol):
@@ -128,7 +129,9 @@ class Sink(Protocol):
 
     def publish(self, topic: str, payload: dict[str, Any], *, retain: bool = False) -> None: ...
 
-    async def saved(self, info: ClipInfo, alarm_at: dt.datetime) -> None: ...
+    async def saved(
+        self, info: ClipInfo, alarm_at: dt.datetime, motion: frozenset[str] = frozenset()
+    ) -> None: ...
 
     def state_changed(self) -> None: ...
 
@@ -279,6 +282,8 @@ class CameraPipeline:
             self.cam.id, alarm.event_id, at_s, pre_s, post_s, self.ring, self.out_dir
         )
         rec = _Recording(session, dt.datetime.fromtimestamp(alarm.wall, dt.timezone.utc))
+        if self.motion is not None:
+            rec.motion.update(self.motion.active)  # motion already under way at the alarm
         log.info("camera %s: clip %s for event %s", self.cam.id, session.id, alarm.event_id)
         if session.complete:  # the whole clip was already in the ring (a late event)
             self._complete(rec)
@@ -309,7 +314,7 @@ class CameraPipeline:
         """Mux and fsync off the loop, then let the service index and announce the clip."""
         try:
             info = await asyncio.to_thread(rec.session.finish)
-            await self.sink.saved(info, rec.alarm_at)
+            await self.sink.saved(info, rec.alarm_at, frozenset(rec.motion))
         except (ClipError, OSError) as exc:
             log.error("camera %s: clip %s not saved: %s", self.cam.id, rec.session.id, exc)
         except Exception:  # a bug must not take the other cameras down; it is logged
@@ -328,7 +333,10 @@ class CameraPipeline:
 
     # -- publishing ------------------------------------------------------------------------
     def _publish_motion(self, events: list[MotionEvent]) -> None:
+        """Every zone, alarm or tag, marks the clips recording while it sees motion."""
         for ev in events:
+            for rec in self.recording:
+                rec.motion.add(ev.zone)
             payload = {
                 "v": 1,
                 "camera": self.cam.id,

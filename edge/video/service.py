@@ -156,8 +156,11 @@ class VideoService:
                 return
         self.outq.popleft()
 
-    async def saved(self, info: ClipInfo, alarm_at: dt.datetime) -> None:
+    async def saved(
+        self, info: ClipInfo, alarm_at: dt.datetime, motion: frozenset[str] = frozenset()
+    ) -> None:
         record = await asyncio.to_thread(self.index.add, info, alarm_at)
+        tags = {"motion": sorted(motion)}
         log.info(
             "camera %s: clip %s saved: %.1f s, %d bytes, events %s",
             record.camera,
@@ -166,10 +169,12 @@ class VideoService:
             record.bytes,
             ", ".join(record.event_ids),
         )
-        self.publish(camera_topic(record.camera, "clip_saved"), _clip_report(record, "saved"))
+        report = {**_clip_report(record, "saved"), **tags}
+        self.publish(camera_topic(record.camera, "clip_saved"), report)
         for event_id in record.event_ids:
             sender = self.sender
             payload = sender.payload(record, event_id) if sender else clip_payload(record, event_id)
+            payload = {**payload, **tags}
             self.publish(clip_topic(event_id), payload)
             self.publish(up_clip(event_id), payload)
         self.retention_due.set()
