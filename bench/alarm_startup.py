@@ -65,7 +65,8 @@ def baseline() -> tuple[float, float]:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        broker = start_mosquitto(root / "broker")
+        # The box default: services reach the broker on its unix socket (bus.url).
+        broker = start_mosquitto(root / "broker", unix=True)
         try:
             results = [one_start(root, broker.url, i) for i in range(RUNS)]
         finally:

@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+WRITER_CACHE_KB = 256
+
 JOURNAL_FILE = "journal.db"
 BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 
@@ -165,6 +167,9 @@ class Journal:
         if str(mode).lower() != "wal":
             log.warning("journal %s: WAL mode refused (%s); readers may block", self.path, mode)
         db.execute("PRAGMA synchronous=FULL")
+        # The writer reads only the chain's tail and recent rows: a small page cache keeps the
+        # alarm service's memory flat as the journal grows (SQLite's default is 2 MB).
+        db.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KB}")
         with self._write() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             self._check_version(version)

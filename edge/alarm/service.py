@@ -213,7 +213,9 @@ class AlarmService:
     async def ticker(self) -> None:
         """Drive delays, schedules, bell cut-off and journal pruning."""
         self.watchdog.register("ticker", max_silence=10.0)
-        tz = _zone(self.cfg.site.timezone)
+        # Local time only matters to arming schedules; without any, skip the tz database.
+        scheduled = any(p.schedules for p in self.cfg.partitions)
+        tz = _zone(self.cfg.site.timezone) if scheduled else dt.timezone.utc
         next_prune = time.monotonic() + 60.0
         while True:
             now = time.monotonic()

@@ -11,14 +11,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.bus import Bus
 from edge.config import SiteConfig
 from edge.events import Event
 from edge.journal import Journal
 from edge.system import Watchdog
-from edge.uplink.outbox import Outbox, outbox_path
+
+if TYPE_CHECKING:
+    from edge.uplink.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +50,7 @@ class Uplink:
         transports = [
             t for t, on in (("mqtt", self.mqtt_enabled), ("dc09", self.dc09_enabled)) if on
         ]
-        self.outbox = (
-            Outbox(
-                outbox_path(cfg.paths.data_dir),
-                transports,
-                max_rows=cfg.outbox.max_rows,
-                backoff_s=cfg.outbox.backoff_s,
-            )
-            if transports
-            else None
-        )
+        self.outbox = _outbox(cfg, transports) if transports else None
         self.central: Any = None
         self.dc09: Any = None
         self.commands: Any = None
@@ -162,4 +155,16 @@ def _command_channel(
         execute=execute,
         journal_event=journal_event,
         restart=restart,
+    )
+
+
+def _outbox(cfg: SiteConfig, transports: list[str]) -> Outbox:
+    """Imported here: a site with no transmission path configured never loads it."""
+    from edge.uplink.outbox import Outbox, outbox_path
+
+    return Outbox(
+        outbox_path(cfg.paths.data_dir),
+        transports,
+        max_rows=cfg.outbox.max_rows,
+        backoff_s=cfg.outbox.backoff_s,
     )
