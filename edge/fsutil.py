@@ -13,6 +13,16 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o640) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         os.write(fd, data)
+    finally:
+        os.close(fd)
+    commit(tmp, path)
+
+
+def commit(tmp: Path, path: Path) -> None:
+    """Make a finished temporary file ``path`` for good: fsync it, rename it into place, fsync
+    the directory (the rename itself must reach the disk too)."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
         os.fsync(fd)
     finally:
         os.close(fd)

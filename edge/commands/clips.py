@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge.commands.events import parse_since, positive_int
 from edge.errors import (
     EX_CANTCREAT,
     EX_CONFIG,
@@ -44,7 +45,7 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     ls.add_argument(
         "--since", metavar="WHEN", help="only clips since WHEN: an ISO time (UTC) or 10m, 2h, 3d"
     )
-    ls.add_argument("--limit", type=_positive, default=200, metavar="N", help="newest N clips")
+    ls.add_argument("--limit", type=positive_int, default=200, metavar="N", help="newest N clips")
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
     show = actions.add_parser("show", parents=parents, help="details of a clip")
     show.add_argument("ref", metavar="ID", help="clip id, or an event id (shows its clips)")
@@ -56,16 +57,6 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     export.add_argument("dest", metavar="DEST", type=Path, help="folder (created if missing)")
     for p in (ls, show, export):
         p.set_defaults(func=run)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1 (got {text!r}), e.g. 50")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,8 +97,6 @@ def _open(path: Path) -> ClipIndex:
 
 
 def _list(index: ClipIndex, args: argparse.Namespace) -> int:
-    from edge.commands.events import parse_since
-
     since = parse_since(args.since) if args.since else None
     records = index.query(camera=args.camera, since_ts=since, limit=args.limit)
     for record in records:

@@ -53,7 +53,7 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     parser.add_argument("--since", metavar="WHEN", help=f"only events since WHEN: {_SINCE_HELP}")
     parser.add_argument("--zone", metavar="ZONE", help="only events of this zone id")
     parser.add_argument(
-        "--limit", type=_positive, default=200, metavar="N", help="newest N events (default 200)"
+        "--limit", type=positive_int, default=200, metavar="N", help="newest N events (default 200)"
     )
     parser.add_argument(
         "--follow", "-f", action="store_true", help="keep printing new events until Ctrl-C"
@@ -62,7 +62,8 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     parser.set_defaults(func=run)
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type for counts such as --limit: a whole number of at least 1."""
     try:
         value = int(text)
     except ValueError:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge.errors import EdgeError
-from edge.fsutil import atomic_write
+from edge.fsutil import atomic_write, commit
 from edge.video.frames import EncodedPacket
 
 if TYPE_CHECKING:
@@ -223,7 +223,7 @@ def write_mp4(
                 packet.is_keyframe = pkt.keyframe
                 out.mux(packet)
         os.chmod(tmp, FILE_MODE)
-        _commit(tmp, path)
+        commit(tmp, path)
     except (av.FFmpegError, OSError) as exc:
         tmp.unlink(missing_ok=True)
         raise ClipError(f"{path}: cannot write the clip: {exc}") from exc
@@ -261,21 +261,6 @@ def _unique(pts: list[int]) -> list[int]:
         seen.add(p)
         out.append(p)
     return out
-
-
-def _commit(tmp: Path, path: Path) -> None:
-    """fsync the finished file, rename it into place, fsync the directory (survives power cuts)."""
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def split_annexb(data: bytes) -> list[bytes]:
