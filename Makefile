@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := mosquitto mosquitto-clients ffmpeg libsystemd-dev pkg-config python3-venv python3-dev gcc
+APT_PACKAGES := mosquitto mosquitto-clients ffmpeg libsystemd-dev pkg-config python3-venv python3-dev gcc chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 

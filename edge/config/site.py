@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from edge.config.central import CentralConfig
 from edge.config.dc09 import Dc09Config, site_problems
+from edge.config.live import LiveConfig, WebConfig, live_problems
 from edge.config.models import (
     Bus,
     Hardware,
@@ -58,6 +59,13 @@ class SiteConfig(Strict):
         default_factory=RemoteConfig,
         description="Signed remote commands from the central station.",
     )
+    live: LiveConfig = Field(
+        default_factory=LiveConfig,
+        description="Live view: access policy, viewers, ICE servers, audio, tele-actions.",
+    )
+    web: WebConfig = Field(
+        default_factory=WebConfig, description="The box's local web server (WHEP, LAN)."
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> SiteConfig:
@@ -70,6 +78,7 @@ class SiteConfig(Strict):
             *self._channels(),
             *self._references(),
             *(site_problems(self.dc09, self) if self.dc09 else []),
+            *live_problems(self.live, {o.id for o in self.outputs}),
         ]
         if problems:
             raise ValueError(CROSS_SEPARATOR.join(problems))

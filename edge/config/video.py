@@ -116,6 +116,33 @@ class Health(Strict):
     signal_loss_s: float = Field(5, ge=1, le=120, description="No frame this long: video loss.")
 
 
+class Onvif(Strict):
+    url: str = Field(
+        max_length=255,
+        description="ONVIF PTZ service URL of the camera, e.g. http://192.168.1.20/onvif/ptz_service.",
+    )
+    username: str = Field("", max_length=64, description="ONVIF user (WS-Security digest).")
+    password_file: str | None = Field(
+        None, max_length=255, description="File holding the ONVIF password (not in site.toml)."
+    )
+    profile_token: str = Field(
+        "Profile_1", max_length=64, description="Media profile whose PTZ presets are used."
+    )
+    presets: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Preset tokens an operator may go to; empty: any preset of the camera.",
+    )
+    timeout_s: float = Field(3.0, ge=0.5, le=15.0, description="Per request to the camera.")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("the ONVIF URL starts with http:// or https://")
+        return v
+
+
 class Camera(Strict):
     id: str = Field(pattern=ID_PATTERN, description="Camera identifier (lowercase).")
     name: str = Field("", max_length=80, description="Name an operator reads.")
@@ -146,6 +173,7 @@ class Camera(Strict):
         default_factory=list,
         description="Alarm zones whose events make this camera keep a clip (empty: all).",
     )
+    onvif: Onvif | None = Field(None, description="ONVIF PTZ control (presets) of this camera.")
 
     @field_validator("privacy_masks")
     @classmethod
