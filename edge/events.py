@@ -99,6 +99,11 @@ class Kind(str, Enum):
     VIDEO_MOTION = "video_motion"
     CLIP_SAVED = "clip_saved"
     CLIP_DELETED = "clip_deleted"
+    LIVE_STARTED = "live_started"
+    LIVE_ENDED = "live_ended"
+    LIVE_REFUSED = "live_refused"
+    LIVE_ACTION = "live_action"
+    VIDEO_PATROL = "video_patrol"
 
     @property
     def spec(self) -> KindSpec:
@@ -167,6 +172,12 @@ SPECS: dict[Kind, KindSpec] = {
     Kind.VIDEO_MOTION: KindSpec(None, None, 1, _A, "video motion alarm"),
     Kind.CLIP_SAVED: KindSpec(None, None, 1, _LOC, "video clip saved", transmit=False),
     Kind.CLIP_DELETED: KindSpec(None, None, 1, _LOC, "video clip deleted", transmit=False),
+    # Access to live video is audited here and reported to the central station.
+    Kind.LIVE_STARTED: KindSpec(None, None, 1, _LOC, "live view started"),
+    Kind.LIVE_ENDED: KindSpec(None, None, 3, _LOC, "live view ended"),
+    Kind.LIVE_REFUSED: KindSpec(None, None, 1, _LOC, "live view refused"),
+    Kind.LIVE_ACTION: KindSpec(None, None, 1, _LOC, "tele-action from live view"),
+    Kind.VIDEO_PATROL: KindSpec(None, None, 1, _LOC, "video patrol"),
 }
 
 # The kind a zone produces when it restores, keyed by the kind of its alarm / fault.

@@ -9,6 +9,9 @@ events go over MQTT only.
 - ``edge/video/<camera>/health``: a fault raised → CAMERA_FAULT, cleared → its restore.
 - ``edge/video/<camera>/clip_saved`` and ``clip_deleted``: CLIP_SAVED / CLIP_DELETED (local
   events: every clip kept or deleted, and why — retention or quota — is in the journal).
+- ``edge/video/<camera>/live``: the live-view audit trail — every session ``started`` and
+  ``ended`` (operator, camera, reason, start, end, why), every request the LAN web server
+  refused, every tele-action → LIVE_STARTED / LIVE_ENDED / LIVE_REFUSED / LIVE_ACTION.
 - ``edge/video/<camera>/motion``: the start of motion in a zone whose action is ``alarm`` is
   a virtual alarm input → VIDEO_MOTION, but only while a partition is set (a tag zone, or
   motion while everything is disarmed, only marks clips).
@@ -27,6 +30,16 @@ from edge.events import Event, Kind
 log = logging.getLogger(__name__)
 
 VIDEO_ALL = "edge/video/+/+"
+LIVE_KINDS = {
+    "started": Kind.LIVE_STARTED,
+    "ended": Kind.LIVE_ENDED,
+    "refused": Kind.LIVE_REFUSED,
+    "action": Kind.LIVE_ACTION,
+}
+LIVE_KEYS = (
+    "session", "camera", "operator", "reason", "via", "remote", "start", "end", "duration_s",
+    "why", "connected", "frames", "code", "do", "target", "op", "ok",
+)  # fmt: skip
 
 
 class VideoEvents:
@@ -60,6 +73,7 @@ class VideoEvents:
             "motion": self._motion,
             "clip_saved": self._clip,
             "clip_deleted": self._clip,
+            "live": self._live,
         }.get(what)
         return handler(camera, body) if handler else None
 
@@ -89,6 +103,14 @@ class VideoEvents:
         keys = ("clip_id", "events", "start", "bytes", "why", "motion")
         details = {k: body[k] for k in keys if k in body}
         return Event(kind, details={"camera": camera, **details})
+
+    def _live(self, camera: str, body: dict[str, Any]) -> Event | None:
+        kind = LIVE_KINDS.get(str(body.get("event")))
+        if kind is None:
+            return None
+        details = {k: body[k] for k in LIVE_KEYS if body.get(k) not in (None, "")}
+        details.setdefault("camera", camera)
+        return Event(kind, details=details)
 
     def _motion(self, camera: str, body: dict[str, Any]) -> Event | None:
         if body.get("action") != "alarm" or body.get("state") != "start" or not self.armed():

@@ -65,7 +65,8 @@ class IceServer(Strict):
 
 class LiveAudio(Strict):
     listen_in: bool = Field(
-        False, description="Send the box microphone to viewers (Opus); off unless the site allows it."
+        False,
+        description="Send the box microphone to viewers (Opus); off unless the site allows it.",
     )
     talk_down: bool = Field(
         False, description="Play the operator's audio on the box speaker (one talker at a time)."
@@ -133,9 +134,7 @@ class LiveConfig(Strict):
 
 class WebConfig(Strict):
     enabled: bool = Field(True, description="Run the local web server (WHEP live view on the LAN).")
-    listen: str = Field(
-        "0.0.0.0", max_length=64, description="Address the local web server binds."
-    )
+    listen: str = Field("0.0.0.0", max_length=64, description="Address the local web server binds.")
     port: int = Field(8080, ge=1, le=65535, description="TCP port of the local web server.")
     credentials_file: str = Field(
         "/etc/edge/secrets/web-users",
@@ -166,4 +165,3 @@ def live_problems(live: LiveConfig, outputs: set[str]) -> list[str]:
         for o in live.actions.outputs
         if o not in outputs
     ]
-

@@ -144,8 +144,8 @@ SCHEMAS: Mapping[str, Mapping[str, Arg]] = {
     },
     "diag": {},
     "restart": {"service": Arg("choice", choices=("alarm", "video", "broker"))},
-    "live": {"camera": _IDARG, "reason": _REASON},  # reserved: WebRTC live view
-    "patrol": {"camera": _IDARG, "reason": _REASON},  # reserved: video patrol
+    "live": {"camera": _IDARG, "reason": _REASON},  # WebRTC live view (edge-video)
+    "patrol": {"camera": Arg("id", required=False), "reason": _REASON},  # none: every camera
 }
 
 

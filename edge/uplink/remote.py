@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edge.bus import Bus
+from edge.bus.request import request
 from edge.errors import BusError, CommandError
 from edge.events import Event, Kind
 from edge.uplink.commands import Command, CommandVerifier, Refusal, result_payload
@@ -22,11 +23,10 @@ from edge.uplink.topics import DOWN_CMD_ALL, up
 
 log = logging.getLogger(__name__)
 
-# Which local action each remote command maps onto.
-NOT_YET = {
-    "live": "live view is not available on this box yet (edge-video)",
-    "patrol": "video patrol is not available on this box yet (edge-video)",
-}
+VIDEO_COMMANDS = ("live", "patrol")  # carried out by edge-video, under the access policy
+VIDEO_TOPICS = {"live": "edge/live/grant", "patrol": "edge/live/patrol"}
+VIDEO_REPLY_BASE = "edge/live/reply"
+VIDEO_ANSWER_S = 12.0  # a patrol decodes one GOP per camera
 
 
 class CommandChannel:
@@ -41,6 +41,7 @@ class CommandChannel:
         execute: Callable[[dict[str, Any]], dict[str, Any]],
         journal_event: Callable[[Event], None],
         restart: Callable[[str], None],
+        live_access: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.site_id = site_id
         self.bus = bus
@@ -48,6 +49,7 @@ class CommandChannel:
         self.execute = execute
         self.journal_event = journal_event
         self.restart = restart
+        self.live_access = live_access  # None: allowed now; else why not (policy)
 
     async def run(self) -> None:
         sub = self.bus.subscribe(DOWN_CMD_ALL)
@@ -57,7 +59,7 @@ class CommandChannel:
                 continue
             started = time.monotonic()
             checked = self.verifier.verify(f"sites/{self.site_id}/cmd/{name}", msg.payload)
-            outcome = None if isinstance(checked, Refusal) else self.carry_out(checked)
+            outcome = None if isinstance(checked, Refusal) else await self.carry_out(checked)
             answer = result_payload(checked, outcome)
             answer["took_ms"] = round((time.monotonic() - started) * 1000, 1)
             self._journal(checked, answer)
@@ -73,17 +75,49 @@ class CommandChannel:
             if isinstance(checked, Command) and checked.name == "restart" and answer["ok"]:
                 self.restart(checked.args["service"])
 
-    def carry_out(self, cmd: Command) -> dict[str, Any]:
+    async def carry_out(self, cmd: Command) -> dict[str, Any]:
         """Execute a verified command; a failure is an outcome with ok False, never a raise."""
+        if cmd.name in VIDEO_COMMANDS:
+            return await self._video(cmd)
         try:
             return {"ok": True, **self._dispatch(cmd)}
         except CommandError as exc:
             return {"ok": False, "code": "failed", "reason": str(exc)}
 
+    async def _video(self, cmd: Command) -> dict[str, Any]:
+        """Policy first (edge-alarm holds the journal), then edge-video does the rest."""
+        why_not = self.live_access()
+        if why_not is not None:
+            return {"ok": False, "code": "policy", "reason": why_not}
+        body = {
+            "session": cmd.nonce,
+            "nonce": cmd.nonce,
+            "camera": cmd.args.get("camera"),
+            "operator": cmd.operator,
+            "reason": cmd.args.get("reason", ""),
+        }
+        try:
+            msg = await request(
+                self.bus,
+                VIDEO_TOPICS[cmd.name],
+                body,
+                reply_base=VIDEO_REPLY_BASE,
+                timeout=VIDEO_ANSWER_S,
+            )
+            answer = msg.json()
+        except (BusError, TimeoutError, CommandError) as exc:
+            return {
+                "ok": False,
+                "code": "unavailable",
+                "reason": f"edge-video did not answer: {exc}",
+            }
+        if not isinstance(answer, dict):
+            return {"ok": False, "code": "unavailable", "reason": "edge-video answered nonsense"}
+        answer.pop("v", None)
+        return answer
+
     def _dispatch(self, cmd: Command) -> dict[str, Any]:
         args, user = cmd.args, cmd.operator
-        if cmd.name in NOT_YET:
-            raise CommandError(NOT_YET[cmd.name])
         if cmd.name == "output":
             return self.execute(
                 {
@@ -110,5 +144,15 @@ class CommandChannel:
         if isinstance(checked, Command):
             details["args"] = checked.args
             details["key"] = checked.key_id
-        kind = Kind.COMMAND_EXECUTED if answer["ok"] else Kind.COMMAND_REFUSED
-        self.journal_event(Event(kind, details=details))
+        kind: Kind | None = Kind.COMMAND_EXECUTED if answer["ok"] else Kind.COMMAND_REFUSED
+        if answer.get("name") in VIDEO_COMMANDS:
+            kind = self._video_kind(answer)  # None: edge-video reports the session's start, end
+        if kind is not None:
+            self.journal_event(Event(kind, details=details))
+
+    @staticmethod
+    def _video_kind(answer: dict[str, Any]) -> Kind | None:
+        """The audit trail of video access: refusals of either, patrols carried out."""
+        if not answer["ok"]:
+            return Kind.LIVE_REFUSED
+        return Kind.VIDEO_PATROL if answer.get("name") == "patrol" else None

@@ -73,7 +73,7 @@ class Uplink:
         if cfg.dc09 is not None and self.dc09_enabled and self.outbox is not None:
             self.dc09 = _dc09_feed(cfg, journal, self.outbox, journal_event, watchdog.beat)
         if cfg.remote.keys:
-            self.commands = _command_channel(cfg, bus, execute, journal_event, restart)
+            self.commands = _command_channel(cfg, bus, journal, execute, journal_event, restart)
 
     def notify(self) -> None:
         """New journal rows: wake the senders (they enqueue from the journal themselves)."""
@@ -139,15 +139,18 @@ def _dc09_feed(
 def _command_channel(
     cfg: SiteConfig,
     bus: Bus,
+    journal: Journal,
     execute: Callable[[dict[str, Any]], dict[str, Any]],
     journal_event: Callable[[Event], None],
     restart: Callable[[str], None],
 ) -> Any:
+    from edge.alarm.live_policy import SCAN_LIMIT, LiveAccess
     from edge.uplink.commands import NONCE_FILE, CommandVerifier, NonceStore
     from edge.uplink.remote import CommandChannel
 
     store = NonceStore(Path(cfg.paths.data_dir) / NONCE_FILE, cfg.remote.nonce_capacity)
     verifier = CommandVerifier(cfg.site.id, cfg.remote, store)
+    access = LiveAccess(cfg.live, lambda since: journal.query(since_ts=since, limit=SCAN_LIMIT))
     return CommandChannel(
         site_id=cfg.site.id,
         bus=bus,
@@ -155,6 +158,7 @@ def _command_channel(
         execute=execute,
         journal_event=journal_event,
         restart=restart,
+        live_access=access.check,
     )
 
 

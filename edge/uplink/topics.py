@@ -38,6 +38,8 @@ UP_SUFFIXES: tuple[str, ...] = (
     "clips/#",
     "live/+/answer",
     "live/+/ice",
+    "live/+/bye",
+    "patrol/+",
 )
 DOWN_SUFFIXES: tuple[str, ...] = (
     "ack",

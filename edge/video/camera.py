@@ -40,6 +40,7 @@ from edge.journal_schema import iso_utc
 from edge.video.clips import MAX_CLIP_S, ClipError, ClipInfo, ClipSession
 from edge.video.frames import EncodedPacket, LumaFrame
 from edge.video.health import HealthChange, HealthMonitor
+from edge.video.live.feed import LiveFeed
 from edge.video.motion import MotionDetector, MotionEvent
 from edge.video.ring import PacketRing
 from edge.video.sources import Source, SourceState, open_source
@@ -146,6 +147,7 @@ class CameraPipeline:
         self.sink = sink
         self.source: Source = open_source(cam)  # a bad scene / url is a ConfigError here
         self.ring = PacketRing(clips.pre_s, clips.ring_max_mb * MIB)
+        self.feed = LiveFeed(cam.id)  # live viewers of this camera
         self.clock = StreamClock()
         self.health = HealthMonitor(cam.health, cam.fps, cam.id)
         self.motion: MotionDetector | None = None
@@ -176,6 +178,7 @@ class CameraPipeline:
     def _packet(self, pkt: EncodedPacket) -> None:
         self.clock.observe(pkt.seconds, time.monotonic())
         self.ring.push(pkt)
+        self.feed.push(pkt)
         for rec in list(self.recording):
             if rec.session.feed(pkt):
                 self._complete(rec)

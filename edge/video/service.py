@@ -43,13 +43,15 @@ from edge.video.camera import Alarm, CameraPipeline, camera_topic
 from edge.video.clip_index import ClipIndex, ClipRecord, clips_dir, index_path
 from edge.video.clips import ClipInfo
 from edge.video.delivery import ClipSender
+from edge.video.live.runtime import LiveRuntime
 
 log = logging.getLogger(__name__)
 
 VIDEO_STATUS = "edge/video/status"
 CLIP_CATEGORIES = ("alarm", "tamper")
 CLIP_TOPICS = ("edge/clips/", "edge/up/clips/")
-CLIP_JOURNAL = ("/clip_saved", "/clip_deleted")  # journaled by edge-alarm: never dropped
+# Journaled by edge-alarm (clips, live-view audit): never dropped to make room.
+JOURNALED = ("/clip_saved", "/clip_deleted", "/live")
 OUT_QUEUE = 512  # messages waiting for the box broker
 SEEN_IDS = 1024  # event ids remembered: the bus delivers at least once
 RETENTION_EVERY_S = 600.0
@@ -117,6 +119,7 @@ class VideoService:
             cam.id: CameraPipeline(cam, cfg.video.clips, out_dir, self) for cam in cfg.video.cameras
         }
         self.index = ClipIndex(index_path(cfg))
+        self.live = LiveRuntime(cfg, self.bus, self.cameras, self._live_report)
         self.watchdog = system.Watchdog()
         self.sender = (  # clip files go to the central station only over its bridge
             ClipSender(
@@ -151,7 +154,7 @@ class VideoService:
     def _make_room(self) -> None:
         """Drop the oldest motion / health / state message; clip announcements go last."""
         for i, (topic, _, _) in enumerate(self.outq):
-            if not topic.startswith(CLIP_TOPICS) and not topic.endswith(CLIP_JOURNAL):
+            if not topic.startswith(CLIP_TOPICS) and not topic.endswith(JOURNALED):
                 del self.outq[i]
                 return
         self.outq.popleft()
@@ -182,6 +185,10 @@ class VideoService:
             self.sender.wake()
 
     def state_changed(self) -> None:
+        self.status_due.set()
+
+    def _live_report(self, camera: str, body: dict[str, Any]) -> None:
+        self.publish(camera_topic(camera, "live"), body)
         self.status_due.set()
 
     # -- loops ---------------------------------------------------------------------------------
@@ -297,6 +304,7 @@ class VideoService:
             "uptime_s": round(time.monotonic() - self.started, 1),
             "cameras": {cid: cam.status() for cid, cam in self.cameras.items()},
             "dropped_messages": self.dropped,
+            "live": self.live.status(),
         }
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -308,6 +316,8 @@ class VideoService:
             "status": self.status_loop(),
             "watchdog": self.watchdog.run(),
         }
+        self.watchdog.register("live", max_silence=30.0)
+        loops.update(self.live.loops(self._beater("live")))
         if self.sender:
             self.watchdog.register("delivery", max_silence=150.0)
             self.watchdog.register("delivery-link", max_silence=30.0)
@@ -331,7 +341,9 @@ class VideoService:
             log.warning("camera(s) %s still opening after %.0f s", ", ".join(slow), READY_WAIT_S)
 
     async def close(self) -> None:
-        """After the loops stopped: write the open clips, flush, close cameras, index, bus."""
+        """After the loops stopped: end live sessions, write the open clips, flush, close."""
+        with contextlib.suppress(TimeoutError):
+            await within(self.live.close(), SHUTDOWN_CLIPS_S)
         try:
             await within(self._finish_clips(), SHUTDOWN_CLIPS_S)
         except TimeoutError:

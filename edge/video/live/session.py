@@ -1,0 +1,217 @@
+"""One live session: a granted viewer, its WebRTC peer connection, tracks and data channel.
+
+A session exists from its grant (a verified ``cmd/live``, or an authenticated WHEP request)
+until it is closed — by the viewer (bye, DELETE), by the hub's timeouts (never connected,
+link lost, maximum duration) or by edge-video stopping. It is answered once: a second offer
+for the same session is refused, so a session id cannot be taken over.
+
+The video transceiver is created before the offer is applied and restricted to H.264, so
+the answer always selects H.264 whatever codec order the viewer prefers: the camera's own
+packets are what is sent, and nothing is ever encoded on the box.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+from aiortc.sdp import candidate_from_sdp
+
+from edge.tasks import within
+from edge.video.frames import EncodedPacket
+from edge.video.live.api import LiveRefused
+from edge.video.live.feed import LiveFeed
+from edge.video.live.ice import rtc_configuration
+from edge.video.live.track import PassthroughTrack
+
+log = logging.getLogger(__name__)
+
+ANSWER_S = 10.0  # ICE gathering (TURN allocations included) must finish within this
+ACTIONS_PENDING = 8  # tele-actions waiting on one channel; beyond: refused at once
+MAX_OFFER_BYTES = 64 * 1024
+Via = Literal["central", "lan"]
+ActionHandler = Callable[[str | bytes, "LiveSession"], Awaitable[dict[str, Any]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Grant:
+    """Who may watch what, and why (the audit record's identity)."""
+
+    session: str
+    camera: str
+    operator: str
+    reason: str
+    via: Via
+    remote: str = ""
+
+
+class LiveSession:
+    """Owned by the hub; every method runs in the event loop."""
+
+    def __init__(
+        self,
+        grant: Grant,
+        feed: LiveFeed,
+        backlog: Callable[[], list[EncodedPacket]],
+        servers: list[dict[str, Any]],
+        *,
+        audio: Any = None,
+        on_action: ActionHandler | None = None,
+    ) -> None:
+        self.grant = grant
+        self.feed = feed
+        self.backlog = backlog
+        self.servers = servers
+        self.audio = audio
+        self.on_action = on_action
+        self.started_wall = time.time()
+        self.started = time.monotonic()
+        self.idle_since: float | None = self.started  # not connected since
+        self.connected_once = False
+        self.closed: str | None = None
+        self.pc: RTCPeerConnection | None = None
+        self.track: PassthroughTrack | None = None
+        self.listen: MediaStreamTrack | None = None
+        self.talking = False
+        self.actions: asyncio.Queue[tuple[str | bytes, Any]] = asyncio.Queue(ACTIONS_PENDING)
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.ended = asyncio.Event()
+
+    @property
+    def id(self) -> str:
+        return self.grant.session
+
+    # -- negotiation ---------------------------------------------------------------------------
+    async def answer(self, offer_sdp: str) -> str:
+        """The answer SDP (every candidate included); LiveRefused("bad_offer") when unusable."""
+        if self.pc is not None:
+            raise LiveRefused("bad_offer", f"session {self.id} was already answered")
+        if len(offer_sdp) > MAX_OFFER_BYTES or "m=video" not in offer_sdp:
+            raise LiveRefused("bad_offer", "the offer must be an SDP offer with a video section")
+        pc = self.pc = RTCPeerConnection(rtc_configuration(self.servers))
+        self.track = PassthroughTrack(self.feed, self.backlog)
+        video = pc.addTransceiver(self.track, direction="sendonly")
+        caps = RTCRtpSender.getCapabilities("video").codecs
+        video.setCodecPreferences([c for c in caps if c.mimeType.lower() in _H264])
+        self._audio(pc)
+        pc.on("connectionstatechange", self._connection_changed)
+        pc.on("datachannel", self._datachannel)
+        pc.on("track", self._track)
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+            for t in pc.getTransceivers():  # audio the box will not play: tell the viewer
+                if t.kind == "audio" and t.sender.track is None and not self._talk_allowed():
+                    t.direction = "inactive"
+            await within(pc.setLocalDescription(await pc.createAnswer()), ANSWER_S)
+        except TimeoutError:
+            raise LiveRefused("busy", "ICE gathering did not finish in time (TURN?)") from None
+        except (ValueError, KeyError, AttributeError) as exc:
+            raise LiveRefused("bad_offer", f"the SDP offer cannot be used: {exc}") from None
+        except Exception as exc:  # aiortc raises its own InternalError / OperationError
+            raise LiveRefused("bad_offer", f"the SDP offer cannot be used: {exc}") from None
+        return str(pc.localDescription.sdp)
+
+    def _audio(self, pc: RTCPeerConnection) -> None:
+        if self.audio is None:
+            return
+        self.listen = self.audio.listen_track()
+        talk = self._talk_allowed()
+        if self.listen is not None:
+            pc.addTransceiver(self.listen, direction="sendrecv" if talk else "sendonly")
+        elif talk:
+            pc.addTransceiver("audio", direction="recvonly")
+
+    def _talk_allowed(self) -> bool:
+        return self.audio is not None and bool(self.audio.audio.talk_down)
+
+    async def add_candidate(self, body: dict[str, Any]) -> None:
+        """A trickled remote candidate (central consoles may send them after the offer)."""
+        text = str(body.get("candidate") or "")
+        if self.pc is None or not text:
+            return
+        cand = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:") else text)
+        cand.sdpMid = body.get("sdpMid")
+        cand.sdpMLineIndex = body.get("sdpMLineIndex")
+        await self.pc.addIceCandidate(cand)
+
+    # -- events ----------------------------------------------------------------------------------
+    async def _connection_changed(self) -> None:
+        assert self.pc is not None
+        state = self.pc.connectionState
+        log.debug("live session %s: connection %s", self.id, state)
+        if state == "connected":
+            self.idle_since = None
+            self.connected_once = True
+        elif state in ("disconnected", "failed") and self.idle_since is None:
+            self.idle_since = time.monotonic()
+
+    def _track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio" and self.audio is not None and self._talk_allowed():
+            self.talking = bool(self.audio.talk(track, session=self.id))
+            if not self.talking:
+                log.info("live session %s: talk-down refused (speaker busy or off)", self.id)
+
+    def _datachannel(self, channel: Any) -> None:
+        if channel.label != "actions" or self.on_action is None:
+            return
+        self._spawn(self._serve_actions(channel))
+
+        @channel.on("message")
+        def _message(raw: str | bytes) -> None:
+            try:
+                self.actions.put_nowait((raw, channel))
+            except asyncio.QueueFull:
+                reply = {"id": None, "ok": False, "code": "busy", "reason": "too many actions"}
+                channel.send(json.dumps(reply))
+
+    async def _serve_actions(self, channel: Any) -> None:
+        """One action at a time per session, in arrival order."""
+        assert self.on_action is not None
+        while self.closed is None:
+            raw, chan = await self.actions.get()
+            reply = await self.on_action(raw, self)
+            if chan.readyState == "open":
+                chan.send(json.dumps(reply))
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("live session %s: task failed: %r", self.id, task.exception())
+
+    # -- end -------------------------------------------------------------------------------------
+    async def close(self, why: str) -> None:
+        if self.closed is not None:
+            return
+        self.closed = why
+        for task in list(self.tasks):
+            task.cancel()
+        if self.audio is not None:
+            if self.listen is not None:
+                self.audio.release(self.listen)
+            if self.talking:
+                self.audio.stop_talk(self.id)
+        if self.track is not None:
+            self.track.stop()
+        if self.pc is not None:
+            with contextlib.suppress(Exception):
+                await within(self.pc.close(), 5.0)
+        self.ended.set()
+
+    def stats(self) -> dict[str, Any]:
+        return self.track.stats() if self.track else {"frames": 0}
+
+
+_H264 = ("video/h264", "video/rtx")
