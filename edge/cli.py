@@ -15,7 +15,7 @@ from edge import __version__
 from edge.errors import EX_CONFIG, EX_SOFTWARE, EX_USAGE, CommandError, ConfigError, EdgeError
 
 # Subcommand modules, each exposing register(subparsers, parents).
-COMMANDS = ("config", "run", "events", "panel", "sim", "demo", "clips", "motion")
+COMMANDS = ("config", "run", "events", "panel", "sim", "demo", "clips", "motion", "web")
 
 
 def build_parser() -> argparse.ArgumentParser:

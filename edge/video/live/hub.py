@@ -67,6 +67,7 @@ class LiveHub:
         self.sessions: dict[str, LiveSession] = {}
         # Told when the box ends a central session itself (the console must hear of it).
         self.on_end: Callable[[str, str], Awaitable[None]] | None = None
+        self.forget: Callable[[str], None] = lambda session: None  # per-session state elsewhere
         self.names = {c.id: c.name or c.id for c in cfg.video.cameras}
 
     # -- grants ------------------------------------------------------------------------------
@@ -166,6 +167,7 @@ class LiveHub:
         if live is None:
             return False
         await live.close(why)
+        self.forget(session)
         end = time.time()
         self._report(
             live,

@@ -1,0 +1,202 @@
+"""Web users: scrypt lines, reload on change, damaged lines, and `edge web` from a shell."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge.web.credentials import (
+    SCRYPT_N,
+    Credentials,
+    CredentialsError,
+    remove_user,
+    set_password,
+    users,
+)
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def users_file(tmp_path: Path) -> Path:
+    return tmp_path / "secrets" / "web-users"
+
+
+def test_round_trip_and_wrong_password(users_file: Path) -> None:
+    assert set_password(users_file, "installer", PASSWORD) is True
+    line = users_file.read_text().strip()
+    user, scheme, n, r, p, salt, digest = line.split(":")
+    assert (user, scheme, int(n), int(r), int(p)) == ("installer", "scrypt", SCRYPT_N, 8, 1)
+    assert PASSWORD not in line and len(salt) == 24 and len(digest) == 44
+    creds = Credentials(users_file)
+    assert creds.configured
+    assert creds.verify("installer", PASSWORD)
+    assert creds.verify("installer", PASSWORD)  # second time from the remembered check
+    assert not creds.verify("installer", PASSWORD + "x")
+    assert not creds.verify("installer", "")
+    assert not creds.verify("nobody", PASSWORD)
+
+
+def test_same_password_gets_a_new_salt(users_file: Path) -> None:
+    set_password(users_file, "a", PASSWORD)
+    first = users_file.read_text()
+    assert set_password(users_file, "a", PASSWORD) is False  # changed, not created
+    assert users_file.read_text() != first and users(users_file) == ["a"]
+
+
+def test_file_and_directory_modes(tmp_path: Path) -> None:
+    target = tmp_path / "etc" / "secrets" / "web-users"
+    set_password(target, "installer", PASSWORD)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert stat.S_IMODE(target.parent.stat().st_mode) == 0o700
+    target.chmod(0o644)  # loosened by hand: the next write puts it back
+    set_password(target, "second", PASSWORD)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert not list(target.parent.glob(".*tmp"))
+
+
+def test_reload_when_the_file_changes(users_file: Path) -> None:
+    set_password(users_file, "installer", PASSWORD)
+    creds = Credentials(users_file)
+    assert creds.verify("installer", PASSWORD)
+    set_password(users_file, "installer", "another password 2")
+    assert not creds.verify("installer", PASSWORD)  # the remembered success is forgotten
+    assert creds.verify("installer", "another password 2")
+    set_password(users_file, "tech", PASSWORD)
+    assert creds.verify("tech", PASSWORD)
+    assert remove_user(users_file, "installer") is True
+    assert not creds.verify("installer", "another password 2")
+    assert remove_user(users_file, "installer") is False
+    assert users(users_file) == ["tech"]
+    remove_user(users_file, "tech")
+    assert users_file.read_text() == "" and not creds.configured
+
+
+def test_missing_or_empty_file_is_not_configured(users_file: Path) -> None:
+    creds = Credentials(users_file)
+    assert not creds.configured and not creds.verify("installer", PASSWORD)
+    assert users(users_file) == []
+    users_file.parent.mkdir()
+    users_file.write_text("\n# no user yet\n")
+    assert not creds.configured
+    set_password(users_file, "installer", PASSWORD)
+    assert creds.configured
+
+
+def test_corrupt_line_is_skipped_with_one_warning(
+    users_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    set_password(users_file, "good", PASSWORD)
+    good = users_file.read_text()
+    users_file.write_text(
+        "broken line without fields\n" + good + f"bad:scrypt:3:8:1:{'A' * 22}==:{'A' * 43}=\n"
+    )
+    creds = Credentials(users_file)
+    with caplog.at_level(logging.WARNING, logger="edge.web.credentials"):
+        assert creds.verify("good", PASSWORD)
+        assert creds.verify("good", PASSWORD) and creds.configured
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2, warnings  # one per damaged line, not one per check
+    assert "line 1 skipped" in warnings[0] and "line 3 skipped" in warnings[1]
+    assert "out of range" in warnings[1]
+    assert users(users_file) == ["good"]
+    set_password(users_file, "other", PASSWORD)  # damaged lines are kept for the installer
+    assert "broken line without fields" in users_file.read_text()
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "message"),
+    [
+        ("bad:name", PASSWORD, "user name 'bad:name' is not allowed: use 1 to 32 letters"),
+        ("", PASSWORD, "is not allowed"),
+        ("x" * 33, PASSWORD, "is not allowed"),
+        ("installer", "short", "password too short (5 characters): use at least 10"),
+        ("installer", "ten chars\nbut a newline", "line break"),
+    ],
+)
+def test_refused_names_and_passwords(
+    users_file: Path, user: str, password: str, message: str
+) -> None:
+    with pytest.raises(CredentialsError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        set_password(users_file, user, password)
+    assert not users_file.exists()
+
+
+def test_allowed_user_name_characters(users_file: Path) -> None:
+    set_password(users_file, "jane.doe-2_x@site", PASSWORD)
+    assert Credentials(users_file).verify("jane.doe-2_x@site", PASSWORD)
+
+
+# -- `edge web` ---------------------------------------------------------------------------------
+def edge_web(site: Path, *argv: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "edge.cli", "web", *argv, "--config", str(site)]
+    env = {k: v for k, v in os.environ.items() if k != "EDGE_CONFIG"}
+    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=30, env=env)
+
+
+@pytest.fixture
+def site(tmp_path: Path, users_file: Path) -> Path:
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(f'[site]\nid = "t-site"\n\n[web]\ncredentials_file = "{users_file}"\n')
+    return cfg
+
+
+def test_cli_passwd_users_remove(site: Path, users_file: Path) -> None:
+    empty = edge_web(site, "users")
+    assert empty.returncode == 0 and empty.stdout == ""
+    assert "edge web passwd USER" in empty.stderr
+    done = edge_web(site, "passwd", "installer", stdin=PASSWORD + "\n")  # not a tty: one line
+    assert done.returncode == 0, done.stderr
+    assert f"created user installer in {users_file}" in done.stdout
+    assert PASSWORD not in done.stdout + done.stderr
+    assert Credentials(users_file).verify("installer", PASSWORD)
+    assert stat.S_IMODE(users_file.stat().st_mode) == 0o600
+    changed = edge_web(site, "passwd", "installer", "--stdin", stdin="a new password!\n")
+    assert "changed the password of installer" in changed.stdout
+    assert Credentials(users_file).verify("installer", "a new password!")
+    edge_web(site, "passwd", "tech", "--stdin", stdin=PASSWORD + "\n")
+    assert edge_web(site, "users").stdout.split() == ["installer", "tech"]
+    removed = edge_web(site, "remove", "installer")
+    assert removed.returncode == 0 and "removed user installer" in removed.stdout
+    assert edge_web(site, "users").stdout.split() == ["tech"]
+
+
+def test_cli_errors_are_sentences(site: Path, users_file: Path) -> None:
+    short = edge_web(site, "passwd", "installer", "--stdin", stdin="short\n")
+    assert short.returncode == 64
+    assert short.stderr == (
+        "error: password too short (5 characters): use at least 10, e.g. four unrelated words\n"
+    )
+    bad = edge_web(site, "passwd", "in stall", "--stdin", stdin=PASSWORD + "\n")
+    assert bad.returncode == 64 and "user name 'in stall' is not allowed" in bad.stderr
+    nothing = edge_web(site, "passwd", "installer", "--stdin")
+    assert nothing.returncode == 64 and "no password on standard input" in nothing.stderr
+    unknown = edge_web(site, "remove", "ghost")
+    assert unknown.returncode == 64 and "no user 'ghost'" in unknown.stderr
+    assert "Traceback" not in short.stderr + bad.stderr + nothing.stderr + unknown.stderr
+    assert not users_file.exists()
+
+
+def test_cli_bad_config_exits_78(tmp_path: Path) -> None:
+    cfg = tmp_path / "site.toml"
+    cfg.write_text('[site]\nid = "t-site"\n\n[web]\ncredentials = "/x"\n')
+    out = edge_web(cfg, "users")
+    assert out.returncode == 78 and "web.credentials" in out.stderr
+    assert "unknown key" in out.stderr
+
+
+def test_the_command_does_not_load_the_web_server() -> None:
+    """`edge web passwd` runs on a box where edge-video may be broken: no aiohttp, no hub."""
+    code = (
+        "import sys, edge.cli, edge.commands.web, edge.web.credentials; "
+        "print(sorted(m for m in ('aiohttp', 'aiortc', 'edge.web.server') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
