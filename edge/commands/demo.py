@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -20,6 +21,7 @@ from typing import Any
 from edge.errors import EX_UNAVAILABLE, ConfigError
 
 DEMO_SITE = Path("hw-sim/sites/demo.toml")
+DEMO_WEB_USER = "installer"
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -43,9 +45,12 @@ def run(args: argparse.Namespace) -> int:
         procs.append(_start_service("alarm", path))
         if not _wait_ready(cfg, procs[-1]):
             return EX_UNAVAILABLE
+        web_user = _web_user(cfg) if cfg.video.cameras and cfg.web.enabled else None
         if cfg.video.cameras:
             procs.append(_start_service("video", path, quiet=True))
         _explain(path, cfg)
+        if web_user:
+            print(web_user)
         if args.no_follow:
             while all(p.poll() is None for p in procs):
                 time.sleep(0.5)
@@ -119,6 +124,19 @@ def _wait_ready(cfg: Any, alarm: subprocess.Popen[bytes], timeout: float = 10.0)
             time.sleep(0.2)
     print("edge-alarm did not come up within 10 s", file=sys.stderr)
     return False
+
+
+def _web_user(cfg: Any) -> str:
+    """The demo's web user, with a fresh password each run (a box has no default one)."""
+    from edge.web.credentials import set_password
+
+    password = secrets.token_urlsafe(9)
+    set_password(Path(cfg.web.credentials_file), DEMO_WEB_USER, password)
+    host = "127.0.0.1" if cfg.web.listen in ("0.0.0.0", "::") else cfg.web.listen
+    return (
+        f"Live view on the LAN: http://{host}:{cfg.web.port}/  user {DEMO_WEB_USER}, "
+        f"password {password}\n"
+    )
 
 
 def _explain(path: Path, cfg: Any) -> None:

@@ -139,8 +139,9 @@ class WebConfig(Strict):
     credentials_file: str = Field(
         "/etc/edge/secrets/web-users",
         max_length=255,
-        description="Per-box user file written by `edge web passwd USER`; while it is "
-        "missing or empty every request is refused (there is no default password).",
+        description="Per-box user file written by `edge web passwd USER` (a relative path is "
+        "taken from the configuration file's directory); while it is missing or empty every "
+        "request is refused (there is no default password).",
     )
     tls_cert: str | None = Field(
         None, max_length=255, description="PEM certificate: serve HTTPS (with tls_key)."

@@ -74,7 +74,10 @@ def _resolve_paths(cfg: SiteConfig, base: Path) -> SiteConfig:
             "run_dir": str((base / cfg.paths.run_dir).resolve()),
         }
     )
-    return cfg.model_copy(update={"paths": paths})
+    web = cfg.web.model_copy(
+        update={"credentials_file": str((base / cfg.web.credentials_file).resolve())}
+    )
+    return cfg.model_copy(update={"paths": paths, "web": web})
 
 
 def _format(err: Any, text: str, data: dict[str, Any], name: str) -> list[str]:
