@@ -51,6 +51,12 @@ class RecordingHub:
         self.closed: list[tuple[str, str]] = []
         self.sessions: dict[str, str] = {}
         self.refuse: LiveRefused | None = None
+        self.refusals: list[tuple[str, str, str, str]] = []
+
+    def refused(
+        self, camera: str, operator: str, exc: LiveRefused, *, via: Any, remote: str = ""
+    ) -> None:
+        self.refusals.append((camera, operator, exc.code, via))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -192,10 +198,12 @@ def test_too_many_failures_wait_a_minute_even_with_the_right_password(users: Pat
 
     async def scenario() -> None:
         cfg = web_config(users, max_failures_per_minute=3)
-        async with serve(cfg, RecordingHub(), clock) as (_, http):
+        hub = RecordingHub()
+        async with serve(cfg, hub, clock) as (_, http):
             for _ in range(4):
                 async with http.get("/api/site", headers=BAD) as resp:
                     assert resp.status == 401
+            assert hub.refusals == []  # failed logins are audited only when they ask for video
             clock.now += 20
             async with http.get("/api/site", headers=GOOD) as resp:
                 assert resp.status == 429
@@ -203,6 +211,9 @@ def test_too_many_failures_wait_a_minute_even_with_the_right_password(users: Pat
                 assert "too many failed logins" in await resp.text()
             async with http.post("/whep/door", data=OFFER, headers=SDP_GOOD) as resp:
                 assert resp.status == 429
+            assert [r[0] for r in hub.refusals] == ["door"]
+            assert hub.refusals[0][2:] == ("unauthorised", "lan")
+            assert hub.refusals[0][1].startswith("lan:")
             clock.now += 40.5
             async with http.get("/api/site", headers=GOOD) as resp:
                 assert resp.status == 200

@@ -272,8 +272,13 @@ class WebServer:
         return web.json_response(self.hub.describe())
 
     async def _offer(self, request: web.Request) -> web.Response:
-        user = await self._authorise(request)
         camera = request.match_info["camera"]
+        try:
+            user = await self._authorise(request)
+        except _Refusal as exc:
+            if exc.status in (401, 429):  # a refused attempt to watch: in the audit trail
+                self._audit_refusal(request, camera, exc.reason)
+            raise
         if request.content_type != SDP:
             raise _Refusal(415, f"send the SDP offer with Content-Type: {SDP}")
         try:
@@ -315,6 +320,17 @@ class WebServer:
         if not closed:
             raise missing
         return web.Response(text="session closed\n")
+
+    def _audit_refusal(self, request: web.Request, camera: str, reason: str) -> None:
+        try:
+            auth = BasicAuth.decode(request.headers.get(hdrs.AUTHORIZATION, ""), encoding="utf-8")
+            login = "".join(c for c in auth.login[:40] if c.isprintable())
+        except ValueError:
+            login = "?"
+        refusal = LiveRefused("unauthorised", reason)
+        self.hub.refused(
+            camera, f"lan:{login or '?'}", refusal, via="lan", remote=request.remote or "unknown"
+        )
 
     # -- authentication -----------------------------------------------------------------------
     async def _authorise(self, request: web.Request) -> str:

@@ -49,6 +49,12 @@ class LiveHubApi(Protocol):
         """End a session; False when it does not exist (any more)."""
         ...
 
+    def refused(
+        self, camera: str, operator: str, exc: LiveRefused, *, via: Any, remote: str = ""
+    ) -> None:
+        """Put a refused request in the audit trail (the web server's failed logins)."""
+        ...
+
     def session_camera(self, session: str) -> str | None:
         """The camera a session shows, None when unknown."""
         ...
