@@ -44,6 +44,10 @@ bench: $(STAMP)
 	@$(PY) -m pip install -q -e '.[bench]' >> $(VENV)/install.log 2>&1
 	$(PY) bench/alarm_startup.py
 	$(PY) bench/alarm_latency.py
+	$(PY) bench/uplink.py
+	$(PY) bench/motion.py
+	$(PY) bench/video_memory.py
+	$(PY) bench/live.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .demo
