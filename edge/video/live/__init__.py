@@ -6,7 +6,7 @@
 - hub.py: the sessions of the box, viewer caps, grants, audit reports;
 - signalling.py: offers / answers / bye over MQTT from the central station;
 - actions.py, onvif.py: tele-actions on the `actions` data channel;
-- audio.py: listen-in and talk-down at the ALSA device boundary;
+- audio.py, audio_io.py: listen-in and talk-down, and the device threads at the ALSA boundary;
 - ice.py: STUN / TURN servers and TURN REST credentials;
 - patrol.py: video patrol (a snapshot of every camera).
 """
