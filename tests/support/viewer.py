@@ -46,7 +46,7 @@ def recording_decoders() -> Iterator[list[bytes]]:
         return _Recording(decoder, sink) if codec.mimeType.lower() == "video/h264" else decoder
 
     with _capture_lock:
-        receiver.get_decoder = get_decoder  # type: ignore[assignment]
+        receiver.get_decoder = get_decoder
         try:
             yield sink
         finally:

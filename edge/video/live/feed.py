@@ -32,6 +32,9 @@ class ViewerQueue:
     def __init__(self, backlog: Sequence[EncodedPacket], maxlen: int = VIEWER_QUEUE) -> None:
         self.maxlen = maxlen
         start = list(backlog) if backlog and backlog[0].keyframe else []
+        # Stream time of the newest packet held when the viewer joined, even if not sent:
+        # live packets are timed from it, so a truncated catch-up adds no delay.
+        self.joined_at_s: float | None = start[-1].seconds if start else None
         # A GOP longer than the queue: show its keyframe at once, continue at the next one.
         whole = len(start) <= maxlen
         start = start if whole else start[:1]

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 REAP_EVERY_S = 1.0
 HUNG_UP = "viewer hung up"
+OFFER_REFUSED = "offer refused"  # the refusal itself tells the viewer why
+SILENT_ENDS = (HUNG_UP, OFFER_REFUSED)
 MAX_SESSIONS = 64  # whatever the per-camera caps add up to
 
 Report = Callable[[str, dict[str, Any]], None]
@@ -84,8 +86,12 @@ class LiveHub:
             raise LiveRefused("bad_offer", f"session {session} already exists")
         if self.camera_up(camera) is False:
             raise LiveRefused("unknown_camera", f"camera {camera!r} has no video right now")
+        if len(self.sessions) >= MAX_SESSIONS:
+            raise LiveRefused(
+                "viewer_cap", f"the box already serves {MAX_SESSIONS} live sessions: retry later"
+            )
         viewers = self.viewers(camera)
-        if viewers >= self.live.viewers_per_camera or len(self.sessions) >= MAX_SESSIONS:
+        if viewers >= self.live.viewers_per_camera:
             raise LiveRefused(
                 "viewer_cap",
                 f"camera {camera!r} already has {viewers} viewer(s), the most allowed "
@@ -123,10 +129,12 @@ class LiveHub:
             raise LiveRefused(
                 "unknown_session", f"no live session {session}: send cmd/live first (or it ended)"
             )
+        answered = live.pc is not None
         try:
             return await live.answer(sdp)
         except LiveRefused:
-            await self.close(session, "offer refused")
+            if not answered:  # a repeated offer (QoS 1 duplicate) must not end a live session
+                await self.close(session, OFFER_REFUSED)
             raise
 
     async def open_lan(
@@ -180,7 +188,7 @@ class LiveHub:
             **live.stats(),
         )
         log.info("live session %s ended: %s", session, why)
-        if self.on_end is not None and live.grant.via == "central" and why != HUNG_UP:
+        if self.on_end is not None and live.grant.via == "central" and why not in SILENT_ENDS:
             await self.on_end(session, why)
         return True
 

@@ -47,6 +47,7 @@ class PassthroughTrack(MediaStreamTrack):
         self.first_keyframe: bool | None = None
         self._out = 0  # last timestamp sent, 90 kHz
         self._last_in: float | None = None  # stream seconds of the last packet sent
+        self._catching_up = True
 
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
@@ -75,8 +76,12 @@ class PassthroughTrack(MediaStreamTrack):
         elif catchup:
             self._out += CATCHUP_TICKS
         else:
+            if self._catching_up and self.queue is not None and self.queue.joined_at_s is not None:
+                # the first live packet: time it from the newest packet held at the join
+                self._last_in = max(self._last_in or 0.0, self.queue.joined_at_s)
             delta = pkt.seconds - self._last_in if self._last_in is not None else 0.0
             self._out += round(delta * CLOCK) if 0 < delta <= MAX_JUMP_S else DEFAULT_STEP
+        self._catching_up = catchup
         self._last_in = pkt.seconds
         return self._out
 
