@@ -234,6 +234,8 @@ def setup_logging(service: str, level: str = "INFO") -> None:
         old.close()
     root.addHandler(handler)
     root.setLevel(numeric)
+    if numeric > logging.DEBUG:  # ICE logs every connectivity check at INFO
+        logging.getLogger("aioice").setLevel(logging.WARNING)
 
 
 def _journal_handler(service: str) -> logging.Handler | None:

@@ -96,6 +96,7 @@ class LiveSession:
             raise LiveRefused("bad_offer", f"session {self.id} was already answered")
         if len(offer_sdp) > MAX_OFFER_BYTES or "m=video" not in offer_sdp:
             raise LiveRefused("bad_offer", "the offer must be an SDP offer with a video section")
+        offer_sdp = without_mdns_candidates(offer_sdp)
         pc = self.pc = RTCPeerConnection(rtc_configuration(self.servers))
         self.track = PassthroughTrack(self.feed, self.backlog)
         video = pc.addTransceiver(self.track, direction="sendonly")
@@ -215,3 +216,16 @@ class LiveSession:
 
 
 _H264 = ("video/h264", "video/rtx")
+
+
+def without_mdns_candidates(sdp: str) -> str:
+    """The offer without ``.local`` (mDNS) candidates.
+
+    Browsers hide their addresses behind mDNS names; resolving one takes aioice up to a
+    second before the answer can be sent, and fails where multicast does not pass. The
+    browser's connectivity checks reach the box's own candidates anyway, and the box learns
+    the browser's real address from them (a peer-reflexive candidate).
+    """
+    lines = sdp.splitlines()
+    kept = [ln for ln in lines if not (ln.startswith("a=candidate:") and ".local " in ln)]
+    return "\r\n".join(kept) + "\r\n" if len(kept) != len(lines) else sdp
