@@ -40,14 +40,26 @@ _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
 
 # -- sd_notify ---------------------------------------------------------------------------------
 def notify(*fields: str) -> bool:
-    """Send ``KEY=value`` fields to systemd; False when not under systemd or on failure."""
+    """Send ``KEY=value`` fields to systemd; False when not under systemd or on failure.
+
+    Unix-socket addresses (the usual case) are written without blocking, by us: libsystemd's
+    sd_notify blocks when the receiver stops reading, and a service's event loop must never
+    wait on its supervisor (a stuck reader froze edge-video after ten STATUS updates). Other
+    transports (vsock) are left to systemd-python.
+    """
     if not fields:
         return False
     state = "\n".join(fields)
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address:
+        return False
+    if address.startswith(("/", "@")):
+        return _notify_socket(state, address)
     try:
         daemon = importlib.import_module("systemd.daemon")
     except ImportError:
-        return _notify_socket(state)
+        log.warning("unsupported NOTIFY_SOCKET %r: install systemd-python", address)
+        return False
     try:
         return bool(daemon.notify(state))
     except OSError as exc:
@@ -55,18 +67,12 @@ def notify(*fields: str) -> bool:
         return False
 
 
-def _notify_socket(state: str) -> bool:
-    """The sd_notify protocol without libsystemd: one datagram to $NOTIFY_SOCKET."""
-    address = os.environ.get("NOTIFY_SOCKET", "")
+def _notify_socket(state: str, address: str) -> bool:
+    """The sd_notify protocol: one datagram to $NOTIFY_SOCKET, never blocking."""
     if address.startswith("@"):
         address = "\0" + address[1:]  # abstract namespace
-    elif not address.startswith("/"):
-        if address:
-            log.warning("unsupported NOTIFY_SOCKET %r: install systemd-python", address)
-        return False
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            # Never block the event loop on a receiver that stopped reading.
             sock.sendto(state.encode("utf-8"), socket.MSG_DONTWAIT, address)
     except OSError as exc:
         log.warning("cannot notify systemd through %s: %s", address.lstrip("\0"), exc)

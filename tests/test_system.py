@@ -170,3 +170,21 @@ def test_secret_filter_masks_extra_fields_and_leaves_the_caller_dict_alone() -> 
     assert record.args == {"token": "***", "keepalive": 30, "bypass": ["hall"]}
     assert (record.__dict__["API_KEY"], record.__dict__["ZONE"]) == ("***", "hall")
     assert secrets["token"] == "abc"
+
+
+def test_notify_never_blocks_when_the_supervisor_stops_reading(
+    notify_socket: socket.socket,
+) -> None:
+    """A full notify socket makes notify() return False at once: the event loop never waits."""
+    import threading
+
+    results: list[bool] = []
+
+    def flood() -> None:
+        results.extend(system.notify(f"STATUS=update {i}") for i in range(200))
+
+    worker = threading.Thread(target=flood, daemon=True)
+    worker.start()
+    worker.join(3.0)
+    assert not worker.is_alive(), "notify() blocked on a socket nobody reads"
+    assert results[0] is True and results[-1] is False  # the queue filled, then refused
