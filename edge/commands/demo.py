@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import shlex
 import signal
 import socket
@@ -128,6 +127,8 @@ def _wait_ready(cfg: Any, alarm: subprocess.Popen[bytes], timeout: float = 10.0)
 
 def _web_user(cfg: Any) -> str:
     """The demo's web user, with a fresh password each run (a box has no default one)."""
+    import secrets  # not at module level: edge-alarm's CLI must not load OpenSSL (lean.py)
+
     from edge.web.credentials import set_password
 
     password = secrets.token_urlsafe(9)
