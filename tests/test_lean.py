@@ -36,3 +36,21 @@ def test_nothing_is_blocked_once_openssl_is_loaded() -> None:
     code = "import ssl; from edge.alarm.lean import without_openssl; print(without_openssl())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False"
+
+
+def test_paho_runs_without_dnspython_in_lean_mode() -> None:
+    """dnspython is installed (live view needs it) but edge-alarm's paho must not load it."""
+    code = (
+        "import sys; from edge.alarm.lean import without_openssl; without_openssl();"
+        "import dns as _  # noqa\n"
+    )
+    blocked = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert blocked.returncode != 0 and "ModuleNotFoundError" in blocked.stderr
+    code = (
+        "import sys; from edge.alarm.lean import without_openssl; without_openssl();"
+        "import paho.mqtt.client as c; import edge.alarm.service;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'dns' and sys.modules[m]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
