@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--config",
         metavar="PATH",
-        default=None,
+        # SUPPRESS: a nested sub-command must not reset a --config given before its action
+        # (`edge clips --config X list`); main() fills in None when none was given.
+        default=argparse.SUPPRESS,
         help="site configuration (default: $EDGE_CONFIG, else /etc/edge/site.toml)",
     )
     parser = argparse.ArgumentParser(
@@ -42,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not hasattr(args, "config"):
+        args.config = None
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:

@@ -200,3 +200,13 @@ def test_the_command_does_not_load_the_web_server() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_config_may_come_before_the_action(site: Path, users_file: Path) -> None:
+    """`edge web --config X users` and `edge web users --config X` mean the same file."""
+    edge_web(site, "passwd", "tech", "--stdin", stdin=PASSWORD + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "EDGE_CONFIG"}
+    cmd = [sys.executable, "-m", "edge.cli", "web", "--config", str(site), "users"]
+    before = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env)
+    assert before.returncode == 0, before.stderr
+    assert before.stdout.split() == ["tech"]
