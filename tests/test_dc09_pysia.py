@@ -254,9 +254,14 @@ def test_wrong_key_is_never_taken_as_delivered(tmp_path: Path) -> None:
             tx = Dc09Transmitter(cfg, site())
             try:
                 result = await tx.send(Event(Kind.BURGLARY, zone_id="door"))
-                assert (result.ok, result.outcome, result.attempts) == (False, "failed", 3)
-                assert "check the account and key" in result.detail
-                assert rcv.events.empty()
+                assert result.ok is False and rcv.events.empty()
+                # The receiver decrypts garbage: usually it answers nothing (resent, then
+                # failed), but now and then the garbage parses far enough to get a DUH.
+                if result.outcome == "duh":
+                    assert (result.attempts, result.detail.split(":")[0]) == (1, "DUH")
+                else:
+                    assert (result.outcome, result.attempts) == ("failed", 3)
+                    assert "check the account and key" in result.detail
             finally:
                 await tx.close()
 
