@@ -27,8 +27,12 @@ def site(tmp_path: Path) -> Iterator[Site]:
 
 
 def test_event_reaches_central_and_ack_empties_the_outbox(site: Site) -> None:
-    link = site.console.expect_payload(f"sites/{SITE}/link", b"1")
-    assert link.retain
+    site.console.expect_payload(f"sites/{SITE}/link", b"1")  # live or retained: a race
+    late = site.connect_console()  # a console connecting now still learns the link state
+    try:
+        assert late.expect_payload(f"sites/{SITE}/link", b"1").retain
+    finally:
+        late.close()
     started = site.event("service_started")
     assert (started["sia"], started["cid"]) == ("RR", 305)
     site.trip("panic")
