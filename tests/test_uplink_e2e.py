@@ -28,11 +28,6 @@ def site(tmp_path: Path) -> Iterator[Site]:
 
 def test_event_reaches_central_and_ack_empties_the_outbox(site: Site) -> None:
     site.console.expect_payload(f"sites/{SITE}/link", b"1")  # live or retained: a race
-    late = site.connect_console()  # a console connecting now still learns the link state
-    try:
-        assert late.expect_payload(f"sites/{SITE}/link", b"1").retain
-    finally:
-        late.close()
     started = site.event("service_started")
     assert (started["sia"], started["cid"]) == ("RR", 305)
     site.trip("panic")
@@ -46,6 +41,13 @@ def test_event_reaches_central_and_ack_empties_the_outbox(site: Site) -> None:
             break
         assert time.monotonic() < deadline, status["outbox"]
         time.sleep(0.2)
+    # A console connecting now still learns the link state (retained). It takes over the
+    # console's client id, so this comes last.
+    late = site.connect_console()
+    try:
+        assert late.expect_payload(f"sites/{SITE}/link", b"1").retain
+    finally:
+        late.close()
 
 
 def test_unacknowledged_event_is_resent_with_the_same_id(site: Site) -> None:
