@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from support import h264
 
-from edge.video.clips import ClipError, ClipInfo, ClipSession, split_annexb, write_mp4
-from edge.video.frames import EncodedPacket
+from edge.video.clips import ClipError, ClipInfo, ClipSession, write_mp4
+from edge.video.frames import EncodedPacket, nal_units
 from edge.video.ring import PacketRing
 
 PRE, POST = 3.0, 4.0
@@ -148,7 +148,7 @@ def test_packets_are_muxed_byte_for_byte_without_reencoding(
     samples = mp4_samples(info.path)
     assert len(samples) == len(session.packets)
     for pkt, (nals, key) in zip(session.packets, samples, strict=True):
-        assert nals == split_annexb(pkt.data)
+        assert nals == nal_units(pkt.data)
         assert key == pkt.keyframe
     assert session.packets[0] is next(p for p in stream if p.seconds == 4.0)
 
@@ -201,7 +201,7 @@ def test_clip_without_video_or_parameter_sets_is_refused(
         empty.finish()
     key = stream[0]
     bare = b"".join(
-        b"\x00\x00\x00\x01" + n for n in split_annexb(key.data) if n[0] & 0x1F not in (7, 8)
+        b"\x00\x00\x00\x01" + n for n in nal_units(key.data) if n[0] & 0x1F not in (7, 8)
     )
     stripped = EncodedPacket(key.camera, bare, key.pts, key.time_base, True)
     with pytest.raises(ClipError, match="SPS/PPS"):
@@ -209,9 +209,9 @@ def test_clip_without_video_or_parameter_sets_is_refused(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_split_annexb_handles_three_and_four_byte_start_codes() -> None:
+def test_nal_units_handles_three_and_four_byte_start_codes() -> None:
     data = b"\x00\x00\x00\x01\x67\xaa\x00\x00\x01\x68\xbb\x00\x00\x00\x01\x65\xcc\x00"
-    assert split_annexb(data) == [b"\x67\xaa", b"\x68\xbb", b"\x65\xcc"]
+    assert nal_units(data) == [b"\x67\xaa", b"\x68\xbb", b"\x65\xcc"]
 
 
 def test_clip_length_and_memory_are_bounded(stream: list[EncodedPacket], tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from support.site import SITE, Site
 from support.viewer import Viewer, recording_decoders
 
 from edge.uplink.signing import private_key_from_seed, sign_command
-from edge.video.clips import split_annexb
+from edge.video.frames import nal_units
 
 pytestmark = pytest.mark.slow
 
@@ -140,7 +140,7 @@ def test_live_view_policy_passthrough_audit_and_cap(site: Site) -> None:
     # Passthrough: every NAL unit the viewer received is byte for byte one the camera
     # produced (the panic alarm's clip holds them: pre 8 s + post 8 s around the session).
     deadline = time.monotonic() + 20
-    sent = {u for frame in received for u in split_annexb(frame) if u[0] & 0x1F not in (7, 8)}
+    sent = {u for frame in received for u in nal_units(frame) if u[0] & 0x1F not in (7, 8)}
     assert len(sent) >= 25
     while (missing := sent - clip_units(site)) and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from support.viewer import Viewer, nal_units, recording_decoders
+from support.viewer import Viewer, recording_decoders
 
 from edge.config import SiteConfig
 from edge.journal_schema import parse_iso
-from edge.video.frames import EncodedPacket
+from edge.video.frames import EncodedPacket, nal_units
 from edge.video.live.api import LiveRefused
 from edge.video.live.feed import LiveFeed
 from edge.video.live.hub import HUNG_UP, LiveHub

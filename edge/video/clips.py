@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge.errors import EdgeError
 from edge.fsutil import atomic_write, commit
-from edge.video.frames import EncodedPacket
+from edge.video.frames import EncodedPacket, nal_units
 
 if TYPE_CHECKING:
     from edge.video.ring import PacketRing
@@ -201,7 +201,7 @@ def write_mp4(
 
     if not packets or not packets[0].keyframe:
         raise ClipError(f"{path}: a clip must start on a keyframe")
-    nal_types = {b[0] & 0x1F for b in split_annexb(packets[0].data)}
+    nal_types = {b[0] & 0x1F for b in nal_units(packets[0].data)}
     if not {7, 8} <= nal_types:
         raise ClipError(
             f"{path}: the first keyframe carries no SPS/PPS; the camera source must send them "
@@ -261,21 +261,6 @@ def _unique(pts: list[int]) -> list[int]:
         seen.add(p)
         out.append(p)
     return out
-
-
-def split_annexb(data: bytes) -> list[bytes]:
-    """The NAL units of an Annex-B buffer, without start codes or trailing zero bytes."""
-    nals: list[bytes] = []
-    i = data.find(b"\x00\x00\x01")
-    while i >= 0:
-        j = data.find(b"\x00\x00\x01", i + 3)
-        # A NAL unit ends with a non-zero byte: zeros before the next start code are padding
-        # or the first byte of a 4-byte start code.
-        nal = data[i + 3 : len(data) if j < 0 else j].rstrip(b"\x00")
-        if nal:
-            nals.append(nal)
-        i = j
-    return nals
 
 
 # -- decoding (snapshot, picture size) ----------------------------------------------------------

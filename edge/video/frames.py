@@ -41,3 +41,18 @@ class LumaFrame:
     @property
     def seconds(self) -> float:
         return float(self.pts * self.time_base)
+
+
+def nal_units(data: bytes) -> list[bytes]:
+    """The NAL units of an Annex-B buffer, without start codes or trailing zero bytes."""
+    nals: list[bytes] = []
+    i = data.find(b"\x00\x00\x01")
+    while i >= 0:
+        j = data.find(b"\x00\x00\x01", i + 3)
+        # A NAL unit ends with a non-zero byte: zeros before the next start code are padding
+        # or the first byte of a 4-byte start code.
+        nal = data[i + 3 : len(data) if j < 0 else j].rstrip(b"\x00")
+        if nal:
+            nals.append(nal)
+        i = j
+    return nals

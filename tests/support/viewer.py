@@ -111,22 +111,3 @@ class Viewer:
         for task in self.tasks:
             task.cancel()
         await self.pc.close()
-
-
-def nal_units(annexb: bytes) -> list[bytes]:
-    """NAL units of an Annex-B access unit (3- or 4-byte start codes), without start codes."""
-    out, i, n = [], 0, len(annexb)
-    starts = []
-    while i + 3 <= n:
-        if annexb[i] == 0 and annexb[i + 1] == 0 and annexb[i + 2] == 1:
-            starts.append(i + 3)
-            i += 3
-        else:
-            i += 1
-    for k, s in enumerate(starts):
-        end = starts[k + 1] - 3 if k + 1 < len(starts) else n
-        unit = annexb[s:end]
-        while k + 1 < len(starts) and unit.endswith(b"\x00"):
-            unit = unit[:-1]  # the zero byte of a following 4-byte start code
-        out.append(unit)
-    return out

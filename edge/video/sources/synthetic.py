@@ -16,7 +16,6 @@ not, so :class:`ParameterSets` puts the last ones seen in front of a keyframe la
 from __future__ import annotations
 
 import logging
-import re
 import time
 from fractions import Fraction
 from typing import cast
@@ -27,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.config.video import Camera
-from edge.video.frames import EncodedPacket
+from edge.video.frames import EncodedPacket, nal_units
 from edge.video.masks import burn_i420, privacy_mask
 from edge.video.sources.base import (
     BACKOFF,
@@ -43,18 +42,10 @@ log = logging.getLogger(__name__)
 START_CODE = b"\x00\x00\x00\x01"
 NAL_SPS, NAL_PPS, NAL_IDR = 7, 8, 5
 LOSS_DETECT_S = 1.0  # a scripted loss is reported after this much silence, as a read timeout
-_START = re.compile(b"\x00\x00\x01")
 
 
 def is_annexb(data: bytes) -> bool:
     return data.startswith((b"\x00\x00\x01", START_CODE))
-
-
-def nal_units(data: bytes) -> list[bytes]:
-    """The NAL units of an Annex-B buffer, without start codes."""
-    starts = [m.end() for m in _START.finditer(data)]
-    ends = [s - 3 for s in starts[1:]] + [len(data)]
-    return [data[s:e].rstrip(b"\x00") for s, e in zip(starts, ends, strict=True)]
 
 
 def nal_types(data: bytes) -> list[int]:
