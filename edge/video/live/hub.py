@@ -15,7 +15,6 @@ central station as events.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import secrets
 import time
@@ -23,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from edge.config import SiteConfig
+from edge.video.camera import wall_iso
 from edge.video.frames import EncodedPacket
 from edge.video.live.api import LiveRefused
 from edge.video.live.feed import LiveFeed
@@ -38,10 +38,6 @@ SILENT_ENDS = (HUNG_UP, OFFER_REFUSED)
 MAX_SESSIONS = 64  # whatever the per-camera caps add up to
 
 Report = Callable[[str, dict[str, Any]], None]
-
-
-def iso(wall: float) -> str:
-    return dt.datetime.fromtimestamp(wall, dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 class LiveHub:
@@ -117,7 +113,7 @@ class LiveHub:
             via,
             f", reason: {reason}" if reason else "",
         )
-        self._report(live, "started", start=iso(live.started_wall))
+        self._report(live, "started", start=wall_iso(live.started_wall))
         return live
 
     def viewers(self, camera: str) -> int:
@@ -165,7 +161,7 @@ class LiveHub:
             "remote": remote,
             "code": exc.code,
             "reason": exc.reason,
-            "ts": iso(time.time()),
+            "ts": wall_iso(time.time()),
         }
         self.report(camera if camera in self.feeds else "_", body)
 
@@ -180,8 +176,8 @@ class LiveHub:
         self._report(
             live,
             "ended",
-            start=iso(live.started_wall),
-            end=iso(end),
+            start=wall_iso(live.started_wall),
+            end=wall_iso(end),
             duration_s=round(end - live.started_wall, 1),
             why=why,
             connected=live.connected_once,
@@ -250,7 +246,7 @@ class LiveHub:
             "reason": g.reason,
             "via": g.via,
             "remote": g.remote,
-            "ts": iso(time.time()),
+            "ts": wall_iso(time.time()),
             **extra,
         }
         self.report(g.camera, body)

@@ -16,9 +16,9 @@ from typing import Any
 
 from edge.errors import EdgeError
 from edge.tasks import within
+from edge.video.camera import wall_iso
 from edge.video.clips import snapshot_jpeg
 from edge.video.live.api import LiveRefused
-from edge.video.live.hub import iso
 
 SNAPSHOT_S = 10.0  # per camera; a slower decode is reported as an error, not waited for
 
@@ -36,7 +36,7 @@ async def patrol_report(
         "v": 1,
         "nonce": nonce,
         "operator": operator,
-        "ts": iso(time.time()),
+        "ts": wall_iso(time.time()),
         "cameras": list(shots),
     }
 
@@ -57,7 +57,7 @@ async def _snapshot(cid: str, pipeline: Any) -> dict[str, Any]:
     except (EdgeError, TimeoutError) as exc:
         entry["error"] = str(exc) or "snapshot took too long"
         return entry
-    entry["ts"] = iso(pipeline.clock.wall(gop[-1].seconds)) if pipeline.clock.known else None
+    entry["ts"] = wall_iso(pipeline.clock.wall(gop[-1].seconds)) if pipeline.clock.known else None
     entry["jpeg"] = base64.b64encode(jpeg).decode("ascii")
     entry["bytes"] = len(jpeg)
     return entry

@@ -25,7 +25,6 @@ from edge.web.server import WebServer
 log = logging.getLogger(__name__)
 
 WEB_RETRY_S = 30.0
-Publish = Callable[[str, dict[str, Any]], None]
 
 
 class LiveRuntime:
