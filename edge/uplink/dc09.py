@@ -13,7 +13,13 @@ stuck in a loop. Outcomes are the caller's to act on:
 A NAK carries the receiver's clock: the offset is learnt per receiver, applied to every
 later timestamp, and the message is resent at once. NULL supervision polls prove the path
 in use, fail over when it is gone, and bring traffic back to the primary when it answers
-again. Path changes are reported through ``on_path_change(path, up)`` for the journal.
+again. Path changes are reported through ``on_path_change(path, up)`` for the journal,
+once per change, with the reason at hand in :meth:`Dc09Transmitter.path_fault`.
+
+An answer only counts when :mod:`edge.uplink.dc09_answer` finds it is the answer to the
+message sent (sequence, account, encryption, timestamp window); an untrusted answer is a
+failed attempt like a silent receiver, so a path that keeps answering wrongly is failed
+over and reported, and its events stay in the outbox.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import TYPE_CHECKING, Literal
 from edge.config.dc09 import Dc09Config, load_key, site_problems
 from edge.errors import ConfigError
 from edge.events import Event
+from edge.uplink.dc09_answer import Sent, check, delivered
 from edge.uplink.dc09_crypto import Dc09Cipher
 from edge.uplink.dc09_frame import (
     Header,
@@ -91,6 +98,7 @@ class Dc09Transmitter:
         paths = [("primary", cfg.primary), ("secondary", cfg.secondary), ("backup", cfg.backup)]
         self._links = [ReceiverLink(n, r, cfg.ack_timeout_s) for n, r in paths if r is not None]
         self._up = {link.name: True for link in self._links}
+        self._faults: dict[str, str] = {}  # path → why its last message failed
         self._current = 0
         self._seq = Sequence()
         self._lock = asyncio.Lock()
@@ -98,6 +106,10 @@ class Dc09Transmitter:
     @property
     def current_path(self) -> str:
         return self._links[self._current].name
+
+    def path_fault(self, path: str) -> str:
+        """Why the last message on ``path`` failed ("" if none has): for the path event."""
+        return self._faults.get(path, "")
 
     async def send(self, event: Event) -> SendResult:
         """Deliver one event; NotTransmittable (ValueError) if its kind has no code."""
@@ -153,6 +165,7 @@ class Dc09Transmitter:
                 self._mark(link.name, up=True)
                 return SendResult(outcome == "ack", outcome, link.name, attempts, detail)
             failures.append(f"{link.name} {link.receiver}: {detail}")
+            self._faults[link.name] = detail
             self._mark(link.name, up=False)
         await self._switch_to(0)  # next message starts again with the primary
         return SendResult(False, "failed", "", attempts, "; ".join(failures))
@@ -166,13 +179,14 @@ class Dc09Transmitter:
         self, link: ReceiverLink, message: Message, seq: int, tries: int | None = None
     ) -> tuple[Outcome, int, str]:
         tries = self._cfg.retries + 1 if tries is None else tries
+        sent = Sent(seq, self._header, encrypted=self._cipher is not None)
         detail = ""
         for attempt in range(1, tries + 1):
             stamp = format_timestamp(self._clock() + link.offset_s)
             text = body(message.id, seq, self._header, message.tail(stamp), self._cipher)
             try:
                 reply = await link.exchange(frame(text), seq, self._cipher)
-                self._check(reply.account, reply.encrypted, reply.kind)
+                check(reply, sent, self._clock() + link.offset_s)
             except LinkError as exc:
                 detail = str(exc)
                 if attempt < tries:
@@ -180,20 +194,14 @@ class Dc09Transmitter:
                 continue
             except ReplyError as exc:
                 log.warning("DC-09 %s receiver %s: %s", link.name, link.receiver, exc)
-                detail = str(exc)
+                detail = f"answer not trusted: {exc}"
                 continue
-            if reply.kind in ("ACK", "RSP"):
+            if delivered(reply):
                 return "ack", attempt, reply.kind
             if reply.kind == "DUH":
                 return "duh", attempt, "DUH: the receiver refuses this message; not resent"
             detail = self._on_nak(link, reply.timestamp)
         return "failed", tries, detail
-
-    def _check(self, account: str | None, encrypted: bool, kind: str) -> None:
-        if account is not None and account != self._cfg.account:
-            raise ReplyError(f"reply for account {account}, not ours ({self._cfg.account})")
-        if self._cipher and kind in ("ACK", "RSP") and not encrypted:
-            raise ReplyError("unencrypted ACK to an encrypted message: not trusted")
 
     def _on_nak(self, link: ReceiverLink, receiver_time: float | None) -> str:
         if receiver_time is None:

@@ -2,8 +2,9 @@
 
 DC-09 is acknowledged per frame, independently of the MQTT path: an event can be delivered
 by one transport and still pending on the other. ACK → done; DUH (the receiver does not
-know the event) → given up and journaled, never retried forever; no answer → resent later
-with the outbox's backoff, after the transmitter has tried every path.
+know the event) → given up and journaled, never retried forever; no answer, or an answer
+that is not trusted (see :mod:`edge.uplink.dc09_answer`) → resent later with the outbox's
+backoff, after the transmitter has tried every path.
 """
 
 from __future__ import annotations
@@ -47,9 +48,16 @@ class Dc09Feed:
         self.wake.set()
 
     def path_changed(self, path: str, up: bool) -> None:
-        """Transmitter callback: a receiver path failed or came back."""
-        kind = Kind.RECEIVER_PATH_RESTORE if up else Kind.RECEIVER_PATH_FAIL
-        self.journal_event(Event(kind, details={"path": path}))
+        """Transmitter callback: a receiver path failed or came back (once per change).
+
+        A failure names its reason (no answer, NAK, or an answer that was not trusted), so
+        an operator can tell a dead receiver from one whose answers are refused.
+        """
+        if up:
+            self.journal_event(Event(Kind.RECEIVER_PATH_RESTORE, details={"path": path}))
+            return
+        reason = self.tx.path_fault(path) or "unknown"
+        self.journal_event(Event(Kind.RECEIVER_PATH_FAIL, details={"path": path, "reason": reason}))
 
     async def run(self) -> None:
         while True:

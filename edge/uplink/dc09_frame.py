@@ -118,13 +118,20 @@ def frame(text: str) -> bytes:
 
 @dataclasses.dataclass(frozen=True)
 class Reply:
-    """An ACK / NAK / DUH / RSP; ``seq`` None for a bare reply, ``timestamp`` in epoch s."""
+    """An ACK / NAK / DUH / RSP; ``seq`` None for a bare reply, ``timestamp`` in epoch s.
+
+    ``receiver``, ``line`` and ``account`` are the ``R``, ``L`` and ``#`` fields as the
+    receiver wrote them (upper-case), None when absent: whether they match what we sent is
+    :mod:`edge.uplink.dc09_answer`'s to judge.
+    """
 
     kind: ReplyKind
     seq: int | None = None
     account: str | None = None
     encrypted: bool = False
     timestamp: float | None = None
+    receiver: str | None = None
+    line: str | None = None
 
 
 def split_replies(buffer: bytes) -> tuple[list[str], bytes]:
@@ -168,17 +175,29 @@ def _parse_body(text: str, cipher: Dc09Cipher | None) -> Reply:
     if not match:
         raise ReplyError(f"unknown reply: {text[:60]!r}")
     star, kind, seq, fields, rest = match.groups()
-    account = next((v.upper() for k, v in _FIELD.findall(fields) if k == "#"), None)
+    routing = _routing(fields)
     encrypted = bool(star)
     if encrypted:
         rest = _decrypt(rest, cipher)
     return Reply(
         kind,  # type: ignore[arg-type]
         seq=int(seq),
-        account=account,
+        account=routing.get("#"),
         encrypted=encrypted,
         timestamp=parse_timestamp(rest),
+        receiver=routing.get("R"),
+        line=routing.get("L"),
     )
+
+
+def _routing(fields: str) -> dict[str, str]:
+    """The R, L, A and # fields; a field given twice makes the reply ambiguous."""
+    found: dict[str, str] = {}
+    for key, value in _FIELD.findall(fields):
+        if key in found:
+            raise ReplyError(f"reply gives the {key} field twice: {fields[:40]!r}")
+        found[key] = value.upper()
+    return found
 
 
 def _decrypt(rest: str, cipher: Dc09Cipher | None) -> str:
