@@ -3,10 +3,17 @@
 pydantic reports errors by key path (``zones.2.input.pin``); installers read files by line.
 We keep both: each problem is ``file:line: key.path: message``, with the zone or output id
 when the path goes through a list, so a mistake is found without counting ``[[zones]]``.
+
+Whatever the input (any bytes, any TOML document), the outcome is a configuration or a
+:class:`ConfigError`, never another exception: the file is read with a size cap and must be a
+regular file, nesting too deep for the parser is reported, no key or value may carry a control
+character (checked here for every key with its line, and by :class:`~edge.config.models.Strict`
+for every field), and every message is printed with control characters escaped.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -15,8 +22,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from edge.config.models import UNPRINTABLE, unprintable_problem
 from edge.config.site import CROSS_SEPARATOR, SiteConfig
 from edge.errors import ConfigError
+from edge.secret_files import FileCheckError, read_small_file
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -24,6 +33,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 DEFAULT_PATH = "/etc/edge/site.toml"
+MAX_CONFIG_BYTES = 1024 * 1024  # a real site file is a few kilobytes
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 _HINTS = {
     "extra_forbidden": "unknown key: remove it or check its spelling (see docs/configuration.md)",
@@ -41,43 +52,118 @@ def default_path() -> str:
 def load_config(path: str | os.PathLike[str] | None = None) -> SiteConfig:
     """Read, validate and resolve a site configuration; ConfigError lists every problem."""
     p = Path(path or default_path())
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    name = printable(str(p))
+    if "\0" not in str(p) and not os.path.lexists(p):
         raise ConfigError(
-            str(p), ["file not found: create it (see hw-sim/sites/demo.toml) or pass --config PATH"]
+            name, ["file not found: create it (see hw-sim/sites/demo.toml) or pass --config PATH"]
+        )
+    try:
+        data = read_small_file(p, "configuration file", max_bytes=MAX_CONFIG_BYTES)
+    except FileCheckError as exc:
+        raise ConfigError(name, [printable(str(exc))]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            name, [f"not UTF-8 text (bad byte at offset {exc.start}): save the file as UTF-8"]
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(p), [f"cannot read the file: {exc}"]) from exc
     return parse_config(text, str(p))
 
 
 def parse_config(text: str, name: str = "<config>") -> SiteConfig:
+    """Validate TOML ``text``; ``name`` (the file) prefixes every problem."""
+    source, name = name, printable(name)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(name, [f"TOML syntax error: {exc}"]) from exc
+        raise ConfigError(name, [f"TOML syntax error: {printable(str(exc))}"]) from None
+    except RecursionError:
+        raise ConfigError(
+            name, ["arrays or tables are nested too deeply: a site file needs a few levels"]
+        ) from None
+    flagged = _unprintable(data)
+    problems = [_at(text, name, loc, msg, data) for loc, msg in flagged]
+    problems.sort(key=lambda p: int(m.group(1)) if (m := re.match(r".*?:(\d+): ", p)) else 0)
     try:
         cfg = SiteConfig.model_validate(data)
     except ValidationError as exc:
-        problems = []
         for err in exc.errors():
-            problems.extend(_format(err, text, data, name))
-        raise ConfigError(name, problems) from exc
-    return _resolve_paths(cfg, Path(name).resolve().parent)
+            if not _under(err["loc"], flagged):
+                problems.extend(_format(err, text, data, name))
+        raise ConfigError(name, [printable(p) for p in problems]) from None
+    if problems:
+        raise ConfigError(name, [printable(p) for p in problems])
+    return _resolve_paths(cfg, source, text)
 
 
-def _resolve_paths(cfg: SiteConfig, base: Path) -> SiteConfig:
+def printable(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\x00``, ``\\n``), so a
+    message cannot break a line or send a terminal an escape sequence."""
+    return UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def _unprintable(data: Any) -> list[tuple[tuple[Any, ...], str]]:
+    """(key path, message) of every key or string value holding a control character."""
+    found: list[tuple[tuple[Any, ...], str]] = []
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(data, ())]
+    while stack:
+        node, loc = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                problem = unprintable_problem(key)
+                if problem:
+                    found.append(((*loc, key), problem.replace("the value", "the key", 1)))
+                else:
+                    stack.append((value, (*loc, key)))
+        elif isinstance(node, list):
+            stack.extend((item, (*loc, i)) for i, item in enumerate(node))
+        elif isinstance(node, str) and UNPRINTABLE.search(node):
+            found.append((loc, str(unprintable_problem(node))))
+    return sorted(found, key=lambda f: [str(p) for p in f[0]])  # a stable order
+
+
+def _under(loc: Any, flagged: list[tuple[tuple[Any, ...], str]]) -> bool:
+    """Whether a pydantic error sits at or below a key already reported as unprintable."""
+    path = tuple(p for p in loc if not _is_union_tag(p))
+    return any(path[: len(where)] == where for where, _ in flagged)
+
+
+def _at(text: str, name: str, loc: tuple[Any, ...], message: str, data: Any) -> str:
+    line = locate(text, list(loc))
+    where = f"{name}:{line}" if line else name
+    return f"{where}: {_key_path(list(loc), data)}: {message}"
+
+
+def _resolve_paths(cfg: SiteConfig, source: str, text: str) -> SiteConfig:
+    """Relative paths are taken against the configuration file's directory."""
+    base = _resolved(Path(source), source, text, ())
+    values = {
+        ("paths", "data_dir"): cfg.paths.data_dir,
+        ("paths", "run_dir"): cfg.paths.run_dir,
+        ("web", "credentials_file"): cfg.web.credentials_file,
+    }
+    done = {loc: str(_resolved(base.parent / v, source, text, loc)) for loc, v in values.items()}
     paths = cfg.paths.model_copy(
-        update={
-            "data_dir": str((base / cfg.paths.data_dir).resolve()),
-            "run_dir": str((base / cfg.paths.run_dir).resolve()),
-        }
+        update={"data_dir": done["paths", "data_dir"], "run_dir": done["paths", "run_dir"]}
     )
-    web = cfg.web.model_copy(
-        update={"credentials_file": str((base / cfg.web.credentials_file).resolve())}
-    )
+    web = cfg.web.model_copy(update={"credentials_file": done["web", "credentials_file"]})
     return cfg.model_copy(update={"paths": paths, "web": web})
+
+
+def _resolved(path: Path, source: str, text: str, loc: tuple[str, ...]) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # RuntimeError: a symbolic link loop
+        line = locate(text, list(loc)) if loc else None
+        where = printable(source) + (f":{line}" if line else "")
+        key = ".".join(loc) or "(the configuration file)"
+        raise ConfigError(
+            printable(source),
+            [
+                f"{where}: {key}: {printable(str(path))} cannot be resolved "
+                f"({printable(str(exc))}) — fix the path or the symbolic link loop"
+            ],
+        ) from None
 
 
 def _format(err: Any, text: str, data: dict[str, Any], name: str) -> list[str]:
@@ -125,9 +211,14 @@ def _key_path(loc: list[Any], data: Any) -> str:
             if isinstance(node, dict) and "id" in node:
                 out += f"(id={node['id']!r})"
         else:
-            out += ("." if out else "") + str(part)
+            out += ("." if out else "") + _key(str(part))
             node = node.get(part) if isinstance(node, dict) else None
     return out
+
+
+def _key(part: str) -> str:
+    """A key as TOML spells it: bare when it can be, else quoted with escapes."""
+    return part if _BARE_KEY.fullmatch(part) else json.dumps(part)
 
 
 _HEADER = re.compile(r"^\s*\[(\[)?\s*([A-Za-z0-9_.\-]+)\s*\]?\]\s*(#.*)?$")

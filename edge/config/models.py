@@ -9,7 +9,7 @@ bands) are checked here too, so a service never starts on a configuration it can
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -20,8 +20,58 @@ MCP3008_CHANNELS = 8
 ENTRY_DELAY_MAX_S = 45  # EN 50131-1: entry delay must not exceed 45 s
 
 
+# Characters no configuration value may hold, whatever the field: C0 and C1 controls and DEL (a
+# NUL cuts a path short in every C API and crashed path handling; a line break adds lines to the
+# generated mosquitto.conf and ACL; an escape sequence rewrites an installer's terminal), line
+# and paragraph separators, and bidirectional overrides (a name that reads differently on the
+# operator's screen). TOML lets a string carry them through escapes such as "\u0000".
+UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+PRINTABLE_FIX = "remove it: keys and values are printable text on one line"
+_SCAN_LIMIT = 10_000  # strings examined per field: a bound, far above any real configuration
+
+
 class Strict(BaseModel):
+    """Base of every configuration section: unknown keys refused, values frozen, and no string
+    anywhere (value, list item, mapping key) carrying a control character."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*")
+    @classmethod
+    def _printable(cls, value: Any) -> Any:
+        # After the field's own validation: sub-sections are model instances by then and have
+        # checked their own fields, so the error names the innermost key. (A before-validator
+        # would see the raw mappings, and pydantic forbids one on a union's discriminator.)
+        problem = unprintable_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+def unprintable_problem(value: Any) -> str | None:
+    """Why ``value`` (a string, or lists and mappings of them) holds a character no setting
+    may hold, or None. Iterative, so a deeply nested value cannot exhaust the stack."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    seen = 0
+    while stack and seen < _SCAN_LIMIT:
+        item, where = stack.pop()
+        seen += 1
+        if isinstance(item, str):
+            m = UNPRINTABLE.search(item)
+            if m:
+                char = m.group()
+                what = "a NUL byte" if char == "\0" else "an invisible control character"
+                return (
+                    f"{where or 'the value'} contains {what} (U+{ord(char):04X}) at character "
+                    f"{m.start() + 1} — {PRINTABLE_FIX}"
+                )
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, f"{where}[{i}]") for i, v in reversed(list(enumerate(item))))
+        elif isinstance(item, dict):
+            for key, v in item.items():
+                stack.append((v, f"{where}[{key!r}]"))
+                stack.append((key, f"a key of {where or 'the value'}"))
+    return None
 
 
 class SiteInfo(Strict):
