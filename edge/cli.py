@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Sequence
 
@@ -16,6 +17,17 @@ from edge.errors import EX_CONFIG, EX_SOFTWARE, EX_USAGE, CommandError, ConfigEr
 
 # Subcommand modules, each exposing register(subparsers, parents).
 COMMANDS = ("config", "run", "events", "panel", "sim", "demo", "clips", "motion", "web")
+
+
+# Written as escapes when an error is printed: control characters (except the line feed that
+# separates problems), line separators and bidirectional overrides. An error that quotes a
+# hostile value must not be able to drive the installer's terminal.
+_UNPRINTABLE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _error(exc: BaseException) -> str:
+    """The line(s) printed for an error, control characters written as escapes."""
+    return "error: " + _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], str(exc))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,13 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(_error(exc), file=sys.stderr)
         return EX_CONFIG
     except CommandError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(_error(exc), file=sys.stderr)
         return EX_USAGE
     except EdgeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(_error(exc), file=sys.stderr)
         return EX_SOFTWARE
     except KeyboardInterrupt:
         return 130
