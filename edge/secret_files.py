@@ -30,7 +30,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import TypeAlias
 
@@ -79,7 +78,7 @@ def read_secret(
 
     Errors never contain the file's content.
     """
-    fd = _open_regular(path, what, follow=False, error=SecretFileError)
+    fd = _open_regular(path, what, secret=True)
     try:
         problem = _owner_problem(path, os.fstat(fd), group_read)
         if problem:
@@ -92,7 +91,7 @@ def read_secret(
 def read_small_file(path: StrPath, what: str, *, max_bytes: int = MAX_SMALL_FILE_BYTES) -> bytes:
     """The bytes of a non-secret file an installer pointed at: a regular file (a symbolic
     link to one is fine), at most ``max_bytes``; FileCheckError otherwise."""
-    fd = _open_regular(path, what, follow=True, error=FileCheckError)
+    fd = _open_regular(path, what, secret=False)
     try:
         return _read_capped(fd, path, what, max_bytes, FileCheckError)
     finally:
@@ -112,6 +111,8 @@ def write_secret(
     The temporary file has a fresh random name and is created exclusively, so nothing planted
     next to the secret (a file, a symbolic link) is ever opened or reused.
     """
+    import tempfile  # here: edge-alarm reads secrets but never writes one
+
     path = Path(path)
     if len(data) > MAX_SECRET_BYTES:
         raise SecretFileError(f"{_show(path)}: a secret is at most {MAX_SECRET_BYTES} bytes")
@@ -142,13 +143,17 @@ def write_secret(
 # --- internals -------------------------------------------------------------------------------
 
 
-def _open_regular(path: StrPath, what: str, *, follow: bool, error: type[FileCheckError]) -> int:
+def _open_regular(path: StrPath, what: str, *, secret: bool) -> int:
     """A descriptor on ``path`` once it is known to be a regular file (checked before and
-    after opening, the second time on the descriptor itself)."""
+    after opening, the second time on the descriptor itself). A secret's path may not end in
+    a symbolic link; another file's may."""
+    error = SecretFileError if secret else FileCheckError
+    follow = not secret
     try:
         before = os.stat(path, follow_symlinks=follow)
     except FileNotFoundError:
-        raise error(f"{what}: {_show(path)} does not exist") from None
+        fix = "create it (mode 0600) or fix the path" if secret else "fix the path"
+        raise error(f"{what}: {_show(path)} does not exist: {fix}") from None
     except (OSError, ValueError) as exc:
         raise error(f"{what}: cannot examine {_show(path)} ({_why(exc)})") from None
     problem = _kind_problem(path, before)

@@ -7,8 +7,9 @@ name is the site id; the broker's ACL then lets it touch only ``sites/<site id>/
 Only file *names* live here: the TLS files sit in the secrets directory, and the private key
 is never read by us (mosquitto reads it). Checks, decided once for all secrets:
 
-* a key file that exists must not be readable by group or others (the rule of the DC-09 AES
-  key): it fails validation, so `edge config check` and every service start report it;
+* a key file that exists must pass the one rule of every secret (edge.secret_files: a regular
+  file, not a symbolic link, owned by the edge user or root, mode 0600): otherwise it fails
+  validation, so `edge config check` and every service start report it;
 * a missing CA, certificate or key file is *not* a configuration error: a configuration is
   often checked on a laptop before the box is provisioned, and mosquitto, started without
   them, keeps the local bus up and retries the bridge until the files appear (it reloads them
@@ -21,17 +22,16 @@ without OpenSSL.
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from edge.config.models import Strict
+from edge.secret_files import secret_problem
 
 SECRETS_DIR = "/etc/edge/secrets"
 FILE_PATTERN = r"^\S+$"  # no whitespace: a line break would add lines to mosquitto.conf
-KEY_MODE_MASK = 0o077  # group and other permission bits: none allowed on a private key
 
 
 class CentralConfig(Strict):
@@ -118,9 +118,9 @@ class CentralConfig(Strict):
                 f"restart_timeout_min_s ({self.restart_timeout_min_s}) is above "
                 f"restart_timeout_max_s ({self.restart_timeout_max_s}): lower the first"
             )
-        problem = key_mode_problem(self.key_path())
+        problem = secret_problem(self.key_path(), missing_ok=True)  # missing: see above
         if problem:
-            raise ValueError(problem)
+            raise ValueError(f"key_file: {problem}")
         return self
 
     def _secret(self, name: str) -> Path:
@@ -144,21 +144,6 @@ class CentralConfig(Strict):
         }
 
 
-def key_mode_problem(path: Path) -> str | None:
-    """Why an existing private key file is too open, or None (also when it does not exist)."""
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        return f"key_file {str(path)!r} cannot be examined ({exc.strerror}): check its directory"
-    if mode & KEY_MODE_MASK:
-        return (
-            f"key_file {str(path)!r} is readable by other users (mode {mode:04o}): chmod 600 {path}"
-        )
-    return None
-
-
 def missing_files(cfg: CentralConfig) -> list[str]:
     """One line per TLS file that is absent or unreadable, naming the key and the fix."""
     problems = []
@@ -180,4 +165,4 @@ def _readable(path: Path) -> bool:
         return False
 
 
-__all__ = ["SECRETS_DIR", "CentralConfig", "key_mode_problem", "missing_files"]
+__all__ = ["SECRETS_DIR", "CentralConfig", "missing_files"]

@@ -15,7 +15,6 @@ when the transmitter starts.
 from __future__ import annotations
 
 import re
-import stat
 import string
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from edge.config.models import ID_PATTERN, Strict
+from edge.secret_files import read_secret
 
 if TYPE_CHECKING:
     from edge.config.site import SiteConfig
@@ -32,6 +32,7 @@ ZONE_MAX = 999  # ADM-CID zone field: 3 digits
 AREA_MAX = 99  # ADM-CID group field: 2 digits
 HEX_KEY_LENGTHS = {32: 128, 48: 192, 64: 256}  # hex digits -> AES key bits
 ASCII_KEY_LENGTHS = {16: 128, 24: 192, 32: 256}  # characters -> AES key bits
+KEY_FILE_MAX_BYTES = 1024  # a key is at most 64 hex digits and a line break
 
 
 class Receiver(Strict):
@@ -167,29 +168,21 @@ def _duplicate_numbers(mapping: dict[str, int]) -> list[str]:
 
 
 def load_key(cfg: Dc09Config) -> bytes | None:
-    """The AES key bytes, or None when encryption is off; errors never contain the key."""
+    """The AES key bytes, or None when encryption is off; errors never contain the key.
+
+    The file follows the one rule of every secret (edge.secret_files): a regular file owned by
+    the service's user or root, mode 0600, read with a cap, so a mistaken path such as
+    ``/dev/zero`` is refused instead of read until memory runs out.
+    """
     path = cfg.key_path()
     if path is None:
         return None
+    data = read_secret(path, "key_file", max_bytes=KEY_FILE_MAX_BYTES)
     where = str(path)
     try:
-        st = path.stat()
-        text = path.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        raise ValueError(
-            f"key_file {where!r} does not exist: create it (mode 0600) or unset key_file"
-        ) from None
+        text = data.decode("ascii").strip()
     except UnicodeDecodeError:
         raise ValueError(f"key_file {where!r} is not ASCII text: write the key as text") from None
-    except OSError as exc:
-        raise ValueError(
-            f"key_file {where!r} cannot be read ({exc.strerror}): check that the edge user owns it"
-        ) from None
-    if stat.S_IMODE(st.st_mode) & 0o077:
-        raise ValueError(
-            f"key_file {where!r} is readable by other users "
-            f"(mode {stat.S_IMODE(st.st_mode):04o}): chmod 600 {path}"
-        )
     return _key_bytes(text, cfg.key_format, where)
 
 

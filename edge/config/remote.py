@@ -2,7 +2,10 @@
 
 Only public keys live here: they are not secret, so they may sit inline in site.toml (simplest
 to provision) or in a file (handy when the central station rotates keys and a provisioning
-tool drops PEM files). Time bounds are capped so that a mistyped value cannot turn replay
+tool drops PEM files), read as a regular file with a size cap. A private key never does: a PEM
+block pasted into ``public_key`` is refused with the way to the public one. (A 32-byte seed in
+base64 looks like a public key and cannot be told apart; commands signed with its key would
+simply be refused.) Time bounds are capped so that a mistyped value cannot turn replay
 protection off: the nonce store keeps nonces for :data:`MAX_AGE_LIMIT_S` whatever is set here.
 """
 
@@ -37,6 +40,18 @@ class CommandKey(Strict):
         description="File holding the public key (PEM `BEGIN PUBLIC KEY`, or the base64 line); "
         "a relative path is taken in remote.keys_dir.",
     )
+
+    @field_validator("public_key", mode="before")
+    @classmethod
+    def _no_pem(cls, v: object) -> object:
+        if isinstance(v, str) and ("-----BEGIN" in v or "PRIVATE" in v.upper()):
+            raise ValueError(
+                "this is a PEM key, not the base64 public key: a private key never goes in "
+                "site.toml (it stays on the central station). Paste the output of "
+                "`python -m edge.uplink.signing pubkey KEYFILE`, or put a PEM public key in a "
+                "file under the secrets directory and set public_key_file"
+            )
+        return v
 
     @field_validator("public_key")
     @classmethod

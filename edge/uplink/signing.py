@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge.errors import EX_USAGE, CommandError, ConfigError
+from edge.secret_files import FileCheckError, read_secret, read_small_file
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 VERSION = 1
 MAX_SAFE_INT = 2**53 - 1  # integers every JSON implementation reads exactly
 SEED_BYTES = 32
+KEY_FILE_MAX_BYTES = 16 * 1024  # a PEM key is a few hundred bytes
 _SEP = (",", ":")
 
 
@@ -164,12 +166,20 @@ def private_key_pem(key: Ed25519PrivateKey) -> bytes:
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
-    """A PKCS#8 PEM private key, or a file holding the 32-byte seed in base64."""
+    """A PKCS#8 PEM private key, or a file holding the 32-byte seed in base64.
+
+    The file follows the one rule of every secret (edge.secret_files): regular, not a
+    symbolic link, owned by this user or root, mode 0600, read with a cap.
+    """
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
     try:
-        data = path.read_bytes()
+        data = read_secret(path, "private key", max_bytes=KEY_FILE_MAX_BYTES)
+    except FileCheckError as exc:
+        raise CommandError(str(exc)) from None
+    try:
         if b"-----BEGIN" in data:
             key = load_pem_private_key(data, password=None)
             if not isinstance(key, Ed25519PrivateKey):
@@ -179,20 +189,24 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
         if len(seed) != SEED_BYTES:
             raise ValueError(f"a base64 seed must decode to {SEED_BYTES} bytes, not {len(seed)}")
         return Ed25519PrivateKey.from_private_bytes(seed)
-    except (OSError, ValueError, TypeError, binascii.Error) as exc:
+    except (ValueError, TypeError, binascii.Error, UnsupportedAlgorithm) as exc:
         raise CommandError(
             f"{path}: cannot load an Ed25519 private key ({exc}); create one with "
             "`python -m edge.uplink.signing keygen FILE`"
-        ) from exc
+        ) from None
 
 
 def load_public_key(data: bytes) -> Ed25519PublicKey:
     """A PEM `PUBLIC KEY` or the 32 raw bytes in base64; ValueError says which part is wrong."""
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
     if b"-----BEGIN" in data:
-        key = load_pem_public_key(data)
+        try:
+            key = load_pem_public_key(data)
+        except UnsupportedAlgorithm as exc:
+            raise ValueError(f"unsupported PEM key ({exc})") from None
         if not isinstance(key, Ed25519PublicKey):
             raise ValueError("this PEM public key is not an Ed25519 key")
         return key
@@ -216,9 +230,11 @@ def load_public_keys(cfg: RemoteConfig) -> dict[str, Ed25519PublicKey]:
                 keys[entry.id] = load_public_key(entry.public_key.encode("ascii"))
                 continue
             path = Path(cfg.keys_dir) / str(entry.public_key_file)
-            keys[entry.id] = load_public_key(path.read_bytes())
-        except OSError as exc:
-            problems.append(f"{where}: cannot read {exc.filename}: {exc.strerror}; fix the path")
+            # Public, so not a secret; still a regular file read with a cap.
+            data = read_small_file(path, "public_key_file", max_bytes=KEY_FILE_MAX_BYTES)
+            keys[entry.id] = load_public_key(data)
+        except FileCheckError as exc:
+            problems.append(f"{where}: {exc}")
         except ValueError as exc:
             problems.append(f"{where}: not a usable Ed25519 public key ({exc})")
     if problems:
