@@ -61,9 +61,9 @@ def secret_problem(
     try:
         st = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
-        return None if missing_ok else f"{_show(path)} does not exist"
+        return None if missing_ok else f"{_show(path)} does not exist — create it (mode 0600)"
     except (OSError, ValueError) as exc:
-        return f"{_show(path)} cannot be examined ({_why(exc)}): check the path and its directory"
+        return f"{_show(path)} cannot be examined ({_why(exc)}) — check the path and its directory"
     return _kind_problem(path, st) or _owner_problem(path, st, group_read)
 
 
@@ -153,7 +153,7 @@ def _open_regular(path: StrPath, what: str, *, secret: bool) -> int:
         before = os.stat(path, follow_symlinks=follow)
     except FileNotFoundError:
         fix = "create it (mode 0600) or fix the path" if secret else "fix the path"
-        raise error(f"{what}: {_show(path)} does not exist: {fix}") from None
+        raise error(f"{what}: {_show(path)} does not exist — {fix}") from None
     except (OSError, ValueError) as exc:
         raise error(f"{what}: cannot examine {_show(path)} ({_why(exc)})") from None
     problem = _kind_problem(path, before)
@@ -169,7 +169,7 @@ def _open_regular(path: StrPath, what: str, *, secret: bool) -> int:
         after.st_mode
     ):
         os.close(fd)
-        raise error(f"{what}: {_show(path)} changed while it was being opened: try again")
+        raise error(f"{what}: {_show(path)} changed while it was being opened — try again")
     return fd
 
 
@@ -182,8 +182,8 @@ def _read_capped(
 ) -> bytes:
     """At most ``max_bytes`` from ``fd``; a longer file is refused, never truncated."""
     too_big = error(
-        f"{what}: {_show(path)} is larger than {max_bytes} bytes: it is not a file of this "
-        "kind; check the path"
+        f"{what}: {_show(path)} is larger than {max_bytes} bytes, too big for a file of "
+        "this kind — check the path"
     )
     if os.fstat(fd).st_size > max_bytes:
         raise too_big
@@ -205,13 +205,13 @@ def _read_capped(
 
 def _kind_problem(path: StrPath, st: os.stat_result) -> str | None:
     if stat.S_ISLNK(st.st_mode):
-        return f"{_show(path)} is a symbolic link: point the configuration at the file itself"
+        return f"{_show(path)} is a symbolic link — point the configuration at the file itself"
     if stat.S_ISDIR(st.st_mode):
-        return f"{_show(path)} is a directory: point the configuration at the file in it"
+        return f"{_show(path)} is a directory — point the configuration at the file in it"
     if not stat.S_ISREG(st.st_mode):
         return (
-            f"{_show(path)} is not a regular file (a device, FIFO or socket): "
-            "point the configuration at a plain file"
+            f"{_show(path)} is not a regular file (a device, FIFO or socket) "
+            "— point the configuration at a plain file"
         )
     return None
 
@@ -219,15 +219,15 @@ def _kind_problem(path: StrPath, st: os.stat_result) -> str | None:
 def _owner_problem(path: StrPath, st: os.stat_result, group_read: bool) -> str | None:
     if st.st_uid not in (0, os.geteuid()):
         return (
-            f"{_show(path)} belongs to uid {st.st_uid}, neither root nor this service's user: "
-            "chown it to the service's user (or root)"
+            f"{_show(path)} belongs to uid {st.st_uid}, neither root nor this service's user "
+            "— chown it to the service's user (or root)"
         )
     mode = stat.S_IMODE(st.st_mode)
     allowed = 0o640 if group_read else 0o600
     if mode & ~allowed & 0o777:
         return (
-            f"{_show(path)} has mode {mode:04o}, which lets other users read or change it: "
-            f"chmod {allowed:o} {_show(path)}"
+            f"{_show(path)} has mode {mode:04o}, which lets other users read or change it "
+            f"— chmod {allowed:o} {_show(path)}"
         )
     return None
 
@@ -263,7 +263,7 @@ def _why(exc: BaseException) -> str:
             return "the path contains a NUL byte"
         return "the path is not valid text"
     if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
-        return "it is a symbolic link: point the configuration at the file itself"
+        return "it is a symbolic link — point the configuration at the file itself"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc)

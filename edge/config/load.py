@@ -170,14 +170,32 @@ def _format(err: Any, text: str, data: dict[str, Any], name: str) -> list[str]:
     loc = [part for part in err["loc"] if not _is_union_tag(part)]
     if not loc and err["type"] == "value_error":
         return [_cross(msg, text, name) for msg in _message(err).split(CROSS_SEPARATOR)]
+    msg = _message(err)
+    loc, msg = _inner_key(loc, msg, data)
     key = _key_path(loc, data)
-    line = locate(text, loc)
+    line = locate(text, loc) or (locate(text, [*loc, ""]) if loc else None)
     where = f"{name}:{line}" if line else name
     hint = _HINTS.get(err["type"])
-    msg = _message(err)
     if err["type"] == "literal_error":
         msg = f"{msg} (got {err.get('input')!r})"
     return [f"{where}: {key or '(top level)'}: {msg}" + (f" — {hint}" if hint else "")]
+
+
+def _inner_key(loc: list[Any], msg: str, data: Any) -> tuple[list[Any], str]:
+    """A section's rule about one of its keys (``key_file: ...``) points at that key."""
+    m = re.match(r"([a-z_][a-z0-9_]*): ", msg)
+    node = data
+    for part in loc:
+        node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None
+    if m and isinstance(node, dict) and m.group(1) in node:
+        return [*loc, m.group(1)], msg[m.end() :]
+    return loc, msg
+
+
+def _has(node: dict[str, Any] | list[Any], part: Any) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(part, int) and 0 <= part < len(node)
 
 
 def _message(err: Any) -> str:
