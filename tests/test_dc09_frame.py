@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from edge.config.dc09 import Dc09Config, load_key, partition_number, site_problems, zone_number
 from edge.config.site import SiteConfig
 from edge.events import Event, Kind
+from edge.uplink.dc09_answer import Sent, check
 from edge.uplink.dc09_crypto import Dc09Cipher
 from edge.uplink.dc09_frame import (
     Header,
@@ -251,6 +252,48 @@ def test_encrypted_ack_must_decrypt_with_our_key() -> None:
         parse_reply(line, Dc09Cipher(b"fedcba9876543210"))
     with pytest.raises(ReplyError, match="no AES key"):
         parse_reply(line)
+
+
+def test_ack_names_receiver_and_line_and_each_field_only_once() -> None:
+    reply = parse_reply(framed('"ACK"0042R1AL3#1234[]'))
+    assert (reply.receiver, reply.line, reply.account) == ("1A", "3", "1234")
+    assert parse_reply(framed('"ACK"0042#1234[]')).receiver is None
+    with pytest.raises(ReplyError, match="# field twice"):
+        parse_reply(framed('"ACK"0042R0L0#1234#9999[]'))
+
+
+def test_answer_must_echo_our_sequence_account_receiver_and_line() -> None:
+    sent = Sent(42, Header("1A", "3", "1234"), encrypted=False)
+    assert check(parse_reply(framed('"ACK"0042R01AL03#1234[]')), sent, NOON) is None
+    assert check(parse_reply(framed('"ACK"0042#1234[]')), sent, NOON) is None  # R, L optional
+    for text, why in [
+        ('"ACK"0042R1BL3#1234[]', "receiver 1B"),
+        ('"ACK"0042R1AL4#1234[]', "line 4"),
+        ('"ACK"0042R1AL3#1235[]', "account 1235"),
+        ('"ACK"0042R1AL3[]', "without an account"),
+        ('"ACK"0043R1AL3#1234[]', "message 0043"),
+    ]:
+        with pytest.raises(ReplyError, match=why):
+            check(parse_reply(framed(text)), sent, NOON)
+    with pytest.raises(ReplyError, match="bare"):
+        check(parse_reply('"ACK"'), sent, NOON)
+    assert check(parse_reply('"NAK"'), sent, NOON) is None  # a NAK is never a delivery
+
+
+def test_answer_timestamp_window_is_minus_40_plus_20_seconds() -> None:
+    sent = Sent(5, HEADER, encrypted=True)
+    ours = Dc09Cipher(KEY16)
+    for drift, ok in [(-40, True), (20, True), (-41, False), (21, False)]:
+        line = framed('"*ACK"0005R0L0#1234[' + ours.seal("]" + format_timestamp(NOON + drift)))
+        reply = parse_reply(line, ours)
+        if ok:
+            check(reply, sent, NOON)
+        else:
+            with pytest.raises(ReplyError, match="outside"):
+                check(reply, sent, NOON)
+    plain = parse_reply(framed('"ACK"0005R0L0#1234[]'))
+    with pytest.raises(ReplyError, match="unencrypted ACK"):
+        check(plain, sent, NOON)
 
 
 def test_split_replies_keeps_partial_frames_for_the_next_read() -> None:
