@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from edge.config.models import UNPRINTABLE, unprintable_problem
+from edge.config.models import PRINTABLE_FIX, UNPRINTABLE, unprintable_problem
 from edge.config.site import CROSS_SEPARATOR, SiteConfig
 from edge.errors import ConfigError
 from edge.secret_files import FileCheckError, read_small_file
@@ -88,7 +88,7 @@ def parse_config(text: str, name: str = "<config>") -> SiteConfig:
         cfg = SiteConfig.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors():
-            if not _under(err["loc"], flagged):
+            if not _repeats(err, flagged):
                 problems.extend(_format(err, text, data, name))
         raise ConfigError(name, [printable(p) for p in problems]) from None
     if problems:
@@ -122,14 +122,21 @@ def _unprintable(data: Any) -> list[tuple[tuple[Any, ...], str]]:
     return sorted(found, key=lambda f: [str(p) for p in f[0]])  # a stable order
 
 
-def _under(loc: Any, flagged: list[tuple[tuple[Any, ...], str]]) -> bool:
-    """Whether a pydantic error sits at or below a key already reported as unprintable."""
-    path = tuple(p for p in loc if not _is_union_tag(p))
-    return any(path[: len(where)] == where for where, _ in flagged)
+def _repeats(err: Any, flagged: list[tuple[tuple[Any, ...], str]]) -> bool:
+    """Whether a pydantic error repeats a key already reported as unprintable: it sits at or
+    below that key, or it is the model's own refusal of the list or mapping holding it."""
+    path = tuple(p for p in err["loc"] if not _is_union_tag(p))
+    ours = PRINTABLE_FIX in str(err.get("msg", ""))
+    return any(
+        path[: len(where)] == where or (ours and where[: len(path)] == path) for where, _ in flagged
+    )
 
 
 def _at(text: str, name: str, loc: tuple[Any, ...], message: str, data: Any) -> str:
-    line = locate(text, list(loc))
+    keys = list(loc)
+    while keys and isinstance(keys[-1], int):
+        keys.pop()  # an item of an inline list: the line of the list's key
+    line = locate(text, keys)
     where = f"{name}:{line}" if line else name
     return f"{where}: {_key_path(list(loc), data)}: {message}"
 
