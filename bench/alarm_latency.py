@@ -29,17 +29,20 @@ from _common import (
     write_site,
 )
 
+from edge.bus import Topics
+
 EDGES = 1000
+BENCH_USER = "installer"  # local box-bus user the bench commands as
 REFERENCE_EDGES = 200
 SWINGER = 20
 ZONE = "office"
 
 
 def command(watch: BusWatcher, body: dict[str, object]) -> None:
-    reply = f"edge/alarm/reply/{uuid.uuid4().hex[:8]}"
+    reply = f"{Topics.local_reply(BENCH_USER)}/{uuid.uuid4().hex[:8]}"
     watch.client.subscribe(reply, qos=1)
     time.sleep(0.05)
-    watch.publish("edge/alarm/cmd", json.dumps({**body, "reply": reply}))
+    watch.publish(Topics.local_cmd(BENCH_USER), json.dumps({**body, "reply": reply}))
     answer = watch.wait(reply, timeout=5).json()
     if not answer.get("ok"):
         raise SystemExit(f"command {body} refused: {answer}")

@@ -40,9 +40,11 @@ from typing import Any
 
 from _common import BusWatcher, NotifySocket, SiaReceiver, percentile, start_alarm, stop, write_site
 from support.broker import Broker
-from support.central import central_section, connect, start_box, start_central
+from support.central import SUPERUSER, central_section, connect, start_box, start_central
 from support.pki import Pki, make_pki
 
+from edge.bus import Topics
+from edge.bus.identity import load_credentials
 from edge.events import Event, Kind
 from edge.journal import JOURNAL_FILE, Journal
 
@@ -54,6 +56,7 @@ SWINGER = 20
 CYCLE = (SWINGER - 1) * 2  # edges between two disarms: the limit would mute the 20th alarm
 FAST_CYCLE = (SWINGER - 5) * 2  # at full speed: edges and commands may overtake each other
 ZONE = "panic"
+BENCH_USER = SUPERUSER
 ACCOUNT = "1234"
 CONSOLE_ID = "central-console"  # the ACL's console user; the broker makes it the client id
 ACK_EVERY_S = 0.005
@@ -147,12 +150,18 @@ class Bench:
         self.central = start_central(root / "central", self.pki)
         stack.callback(self.central.stop)
         self.section = central_section(self.pki, SITE, int(self.central.port or 0))
-        self.box = start_box(root / "box", SITE, self.section)
+        # The bench drives the simulator and local commands from one client: a test identity
+        # allowed every topic (the services keep their own identities and ACL).
+        self.box = start_box(root / "box", SITE, self.section, superuser=True)
         stack.callback(self.box.stop)
         self.watch = self.watcher("edge/alarm/reply/#")
 
-    def watcher(self, topic: str) -> BusWatcher:
-        watch = BusWatcher("127.0.0.1", int(self.box.port or 0), (topic,))
+    def watcher(self, topic: str, name: str = BENCH_USER) -> BusWatcher:
+        """One watcher per identity: the box broker takes the user name as the client id."""
+        assert self.box.identities is not None
+        me = load_credentials(self.box.identities, name)
+        auth = (me.user, me.password)
+        watch = BusWatcher("127.0.0.1", int(self.box.port or 0), (topic,), auth=auth)
         self.stack.callback(watch.close)
         return watch
 
@@ -161,7 +170,7 @@ class Bench:
         (READY=1 comes before its bus subscriptions: an edge published then is lost)."""
         work = self.root / name
         site = write_site(work, self.box.url, debounce=0, swinger=SWINGER, extra=extra,
-                          site_id=SITE)  # fmt: skip
+                          site_id=SITE, identities=self.box.identities)  # fmt: skip
         notify = NotifySocket(work / "notify.sock")
         self.stack.callback(notify.close)
         proc = start_alarm(site, work, notify, log_level=self.log_level)
@@ -174,10 +183,10 @@ class Bench:
         raise TimeoutError(f"edge-alarm answers no command; see {work / 'alarm.log'}")
 
     def command(self, action: str, timeout: float = 5.0) -> None:
-        reply = f"edge/alarm/reply/{uuid.uuid4().hex[:8]}"
+        reply = f"{Topics.local_reply(BENCH_USER)}/{uuid.uuid4().hex[:8]}"
         self.watch.drain()
         body = {"action": action, "partition": "main", "reply": reply}
-        self.watch.publish("edge/alarm/cmd", json.dumps(body))
+        self.watch.publish(Topics.local_cmd(BENCH_USER), json.dumps(body))
         answer = self.watch.wait(reply, timeout=timeout).json()
         if not answer.get("ok"):
             raise SystemExit(f"{action} refused: {answer}")
@@ -256,7 +265,7 @@ def build_backlog(bench: Bench) -> tuple[set[str], dict[str, Any]]:
     """Flood with the central down, then let the box-bus publisher finish its replay: a
     flood leaves it behind, and it shares edge-alarm's event loop and bus connection with
     the uplink sender; waiting for it makes the drain measure the uplink alone."""
-    events = bench.watcher("edge/events")
+    events = bench.watcher("edge/events", "observer")
     t0 = time.monotonic()
     bench.flood(BACKLOG)
     ids, panics, last = journaled(bench.root / "drain" / "data" / JOURNAL_FILE, BACKLOG)

@@ -16,7 +16,7 @@ from edge import __version__
 from edge.errors import EX_CONFIG, EX_SOFTWARE, EX_USAGE, CommandError, ConfigError, EdgeError
 
 # Subcommand modules, each exposing register(subparsers, parents).
-COMMANDS = ("config", "run", "events", "panel", "sim", "demo", "clips", "motion", "web")
+COMMANDS = ("config", "run", "events", "panel", "sim", "demo", "clips", "motion", "web", "bus")
 
 
 # Written as escapes when an error is printed: control characters (except the line feed that

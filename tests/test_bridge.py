@@ -19,7 +19,9 @@ import pytest
 from pydantic import ValidationError
 from support.broker import MOSQUITTO, Broker
 from support.central import (
+    SUPERUSER,
     Peer,
+    box_peer,
     central_section,
     connect,
     console,
@@ -85,9 +87,9 @@ def wait_bridged(central_peer: Peer, local: Peer, attempts: int = 25) -> None:
 @pytest.fixture
 def link(tmp_path: Path, pki: Pki, central: Broker) -> Iterator[Link]:
     assert central.port is not None
-    box = start_box(tmp_path / "box", A, central_section(pki, A, central.port))
+    box = start_box(tmp_path / "box", A, central_section(pki, A, central.port), superuser=True)
     assert box.port is not None
-    local, cons = connect(box.port), console(central, pki)
+    local, cons = box_peer(box, SUPERUSER), console(central, pki)
     local.subscribe("edge/#")
     local.subscribe(topics.link(A))
     cons.subscribe("sites/#")
@@ -220,7 +222,7 @@ def test_link_is_retained_and_the_will_says_0_after_sigkill(link: Link, pki: Pki
     up = late.expect(topics.link(A))
     assert (up.payload, up.retain) == (b"1", True)
     assert link.box.port is not None
-    box_service = connect(link.box.port)  # the same topic, retained, on the box broker
+    box_service = box_peer(link.box, "observer")  # the same topic, retained, on the box broker
     box_service.subscribe(topics.link(A))
     local_up = box_service.expect(topics.link(A))
     assert (local_up.payload, local_up.retain) == (b"1", True)
@@ -264,7 +266,7 @@ def test_queued_messages_survive_a_box_broker_restart(link: Link, pki: Pki) -> N
     for n in range(3):
         assert link.console.expect(f"sites/{A}/events").payload == f"queued {n}".encode()
     assert link.box.port is not None
-    link.local = connect(link.box.port)
+    link.local = box_peer(link.box, SUPERUSER)
 
 
 # -- TLS and ACL --------------------------------------------------------------------------------

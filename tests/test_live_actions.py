@@ -206,7 +206,7 @@ def test_output_outside_the_allow_list_never_reaches_edge_alarm(site: Site) -> N
 
     reply, _ = run(site.broker.url, scenario)
     assert reply["code"] == "not_allowed" and reply["id"] == 3 and "gate" in reply["reason"]
-    first = site.watch.wait("edge/alarm/cmd").json()  # the first command edge-alarm received
+    first = site.watch.wait("edge/live/action").json()  # the first command edge-alarm received
     assert (first["output"], first["action"], first["user"]) == ("gate", "off", "op-3")
     assert not site.output_on("fog") and site.journal("output_on", "op-3") == []
 
@@ -254,11 +254,11 @@ def test_malformed_messages_are_refused_and_each_reported_once(site: Site) -> No
         assert (reply["ok"], reply["code"], reply["id"]) == (False, code, echoed), raw
         assert words in reply["reason"] and "Traceback" not in reply["reason"]
     with pytest.raises(TimeoutError):  # none of them was passed on to edge-alarm
-        site.watch.wait("edge/alarm/cmd", timeout=0.3)
+        site.watch.wait("edge/live/action", timeout=0.3)
 
 
 def test_edge_alarm_not_answering_is_unavailable(broker: Broker) -> None:
-    """Nobody serves edge/alarm/cmd on this broker: edge-alarm is stopped."""
+    """Nobody serves edge/live/action on this broker: edge-alarm is stopped."""
     cams: dict[str, Camera] = {}
     live = LiveConfig.model_validate({"actions": {"outputs": ["gate"]}})
 

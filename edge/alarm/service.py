@@ -25,7 +25,8 @@ from edge.alarm.outputs import OutputBank
 from edge.alarm.panel import AlarmPanel, Outcome
 from edge.alarm.state import PanelStateFile
 from edge.alarm.video_events import VideoEvents
-from edge.bus import Bus, Topics
+from edge.bus import Bus, Topics, identity
+from edge.bus.identity import optional_credentials
 from edge.config import SiteConfig
 from edge.errors import BusError, CommandError
 from edge.events import Category, Event, Kind
@@ -62,6 +63,7 @@ class AlarmService:
             f"edge-alarm-{cfg.site.id}",
             queue_size=cfg.bus.queue_size,
             keepalive=cfg.bus.keepalive_s,
+            credentials=optional_credentials(cfg.bus.identities_dir, identity.ALARM),
         )
         self.factory = make_pin_factory(cfg.hardware)
         # The simulated loops must be at rest before the inputs read them for the first time.
@@ -70,7 +72,15 @@ class AlarmService:
         self.inputs = Inputs(cfg, self.factory, self.loop, self._on_reading)
         self.watchdog = system.Watchdog()
         self.stop = asyncio.Event()
-        self.local = LocalControl(self)
+        self.local = LocalControl(
+            cfg=cfg,
+            bus=self.bus,
+            panel=self.panel,
+            outputs=self.outputs,
+            apply=self.apply,
+            status=self.status,
+            sim=self.sim,
+        )
         self.uplink = Uplink(
             cfg,
             bus=self.bus,
@@ -257,6 +267,7 @@ class AlarmService:
             "ticker": self.ticker(),
             "adc": self.adc(),
             "commands": self.local.run_commands(),
+            "live_actions": self.local.run_live_actions(),
             "watchdog": self.watchdog.run(),
         }
         if self.cfg.hardware.backend == "sim":

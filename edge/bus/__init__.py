@@ -28,7 +28,7 @@ from edge.bus.client import Bus
 from edge.bus.message import Message
 from edge.bus.message import Payload as Payload
 from edge.bus.message import encode_payload as encode_payload
-from edge.bus.once import publish_once, request_once
+from edge.bus.once import publish_once, receive_once, request_once
 from edge.bus.subscription import Subscription
 from edge.bus.topics import Topics, topic_id
 from edge.bus.topics import validate_filter as validate_filter
@@ -41,6 +41,7 @@ __all__ = [
     "Topics",
     "parse_url",
     "publish_once",
+    "receive_once",
     "request_once",
     "topic_id",
 ]

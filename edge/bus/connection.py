@@ -23,6 +23,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge.bus.address import describe_os_error, parse_url
+from edge.bus.identity import Credentials
 from edge.bus.message import Message
 from edge.bus.subscription import Subscription
 from edge.errors import BusError
@@ -34,6 +35,8 @@ BACKOFF_BASE = 0.1
 BACKOFF_CAP = 10.0
 CONNACK_TIMEOUT = 10.0
 MISC_INTERVAL = 1.0
+REFUSED_BAD_LOGIN = 0x86  # MQTT 5 CONNACK: bad user name or password
+REFUSED_NOT_AUTHORISED = 0x87
 
 
 @dataclass(eq=False)
@@ -68,7 +71,10 @@ class Connection:
         queue_size: int = 1000,
         keepalive: int = 30,
         will: tuple[str, bytes, bool] | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
+        """``credentials``: the box-bus identity (edge.bus.identity); None connects anonymously,
+        which only a bare test broker accepts."""
         if queue_size < 1:
             raise ValueError(f"queue_size must be at least 1, not {queue_size}")
         self.url = url
@@ -78,7 +84,10 @@ class Connection:
         self._addr = parse_url(url)
         self._queue_size = queue_size
         self._keepalive = keepalive
+        self.identity = credentials.user if credentials else None
         self._client = self._make_client(client_id, will)
+        if credentials is not None:
+            self._client.username_pw_set(credentials.user, credentials.password)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._connected = False
@@ -281,6 +290,14 @@ class Connection:
     ) -> None:
         if reason.is_failure:
             self.last_error = f"the broker refused the connection: {reason}"
+            if reason.value in (REFUSED_BAD_LOGIN, REFUSED_NOT_AUTHORISED):
+                who = (
+                    f"identity {self.identity!r}" if self.identity else "a client without identity"
+                )
+                self.last_error += (
+                    f" ({who}; the box broker admits only the identities in bus.identities_dir: "
+                    "`sudo edge bus init` creates the services', `edge bus users` lists them)"
+                )
             self._resolve_connack(False)
             return
         self.last_error = None

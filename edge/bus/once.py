@@ -8,6 +8,7 @@ import secrets
 import time
 
 from edge.bus.client import Bus
+from edge.bus.identity import Credentials
 from edge.bus.message import Message, Payload
 from edge.errors import BusError
 
@@ -20,11 +21,12 @@ def publish_once(
     qos: int = 1,
     retain: bool = False,
     timeout: float = 5.0,
+    credentials: Credentials | None = None,
 ) -> None:
     """Connect, publish, wait for the PUBACK, disconnect. Not for use inside a running loop."""
 
     async def main() -> None:
-        bus = await _connected_bus(url, timeout)
+        bus = await _connected_bus(url, timeout, credentials)
         try:
             await bus.publish(topic, payload, qos=qos, retain=retain, timeout=timeout)
         finally:
@@ -34,7 +36,12 @@ def publish_once(
 
 
 def request_once(
-    url: str, topic: str, payload: Payload, reply_topic: str, timeout: float = 5.0
+    url: str,
+    topic: str,
+    payload: Payload,
+    reply_topic: str,
+    timeout: float = 5.0,
+    credentials: Credentials | None = None,
 ) -> Message:
     """Subscribe to ``reply_topic``, publish, return the first message on it.
 
@@ -45,7 +52,7 @@ def request_once(
 
     async def main() -> Message:
         deadline = time.monotonic() + timeout
-        bus = Bus(url, _cli_client_id())
+        bus = Bus(url, _cli_client_id(), credentials=credentials)
         sub = bus.subscribe(reply_topic, maxsize=16)
         try:
             await _connect(bus, timeout)
@@ -60,12 +67,34 @@ def request_once(
     return asyncio.run(main())
 
 
+def receive_once(
+    url: str, topic_filter: str, timeout: float = 5.0, credentials: Credentials | None = None
+) -> Message:
+    """The first message on ``topic_filter`` (a retained one at once): waits without
+    publishing anything, which an identity allowed only to read can do."""
+
+    async def main() -> Message:
+        deadline = time.monotonic() + timeout
+        bus = Bus(url, _cli_client_id(), credentials=credentials)
+        sub = bus.subscribe(topic_filter, maxsize=16)
+        try:
+            await _connect(bus, timeout)
+            try:
+                return await sub.get(timeout=max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise TimeoutError(f"nothing on {topic_filter} within {timeout:g} s") from None
+        finally:
+            await bus.close()
+
+    return asyncio.run(main())
+
+
 def _cli_client_id() -> str:
     return f"edge-cli-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-async def _connected_bus(url: str, timeout: float) -> Bus:
-    bus = Bus(url, _cli_client_id())
+async def _connected_bus(url: str, timeout: float, credentials: Credentials | None) -> Bus:
+    bus = Bus(url, _cli_client_id(), credentials=credentials)
     try:
         await _connect(bus, timeout)
     except BaseException:

@@ -38,8 +38,14 @@ class Topics:
 
     EVENTS = "edge/events"
     ALARM_STATUS = "edge/alarm/status"
-    ALARM_CMD = "edge/alarm/cmd"
-    ALARM_CMD_RESULT = "edge/alarm/result"
+    # Local control: each local user publishes on its own level, which the broker's ACL binds
+    # to the identity, so the level is who acts; answers come back under edge-alarm's prefix.
+    LOCAL_CMD_ALL = "edge/local/+/cmd"
+    REPLY_PREFIX = "edge/alarm/reply/"  # edge-alarm's answers: reply/<caller class>/…
+    SIM_REPLY = "edge/alarm/reply/sim"
+    # Tele-actions from live sessions: edge-video asks, edge-alarm checks the allow-list.
+    LIVE_ACTION = "edge/live/action"
+    LIVE_ACTION_REPLY = "edge/alarm/reply/video"
     CMD_RESULT = "edge/cmd/result"
     CMD_ALL = "edge/cmd/+"  # also matches CMD_RESULT: command handlers must skip it
     ZONE_STATE_ALL = "edge/zones/+/state"
@@ -53,6 +59,15 @@ class Topics:
     @staticmethod
     def sim_set(zone_id: str) -> str:
         return f"edge/sim/zones/{topic_id(zone_id, 'zone id')}/set"
+
+    @staticmethod
+    def local_cmd(user: str) -> str:
+        return f"edge/local/{topic_id(user, 'user name')}/cmd"
+
+    @staticmethod
+    def local_reply(user: str) -> str:
+        """Base of the answers to local user ``user`` (only that identity may read them)."""
+        return f"{Topics.REPLY_PREFIX}local/{topic_id(user, 'user name')}"
 
     @staticmethod
     def output_state(output_id: str) -> str:

@@ -72,10 +72,21 @@ def _start_broker(cfg: Any) -> subprocess.Popen[bytes]:
             ],
         )
     run_dir = Path(cfg.paths.run_dir)
+    _identities(cfg)
     conf = write_config(cfg, run_dir / "mosquitto.conf")
     log = open(run_dir / "mosquitto.log", "ab")  # noqa: SIM115 - owned by the child
     print(f"· box broker (mosquitto) on {cfg.bus.url}, log {run_dir / 'mosquitto.log'}")
     return subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=log, stderr=log)
+
+
+def _identities(cfg: Any) -> None:
+    """`edge bus init` for the demo: its identities live beside the demo's data."""
+    from edge.bus import identity, passwd_file
+
+    root = Path(cfg.bus.identities_dir)
+    passwd_file.ensure(root, [*identity.SERVICES, identity.DEFAULT_LOCAL_USER])
+    passwd_file.write_passwd(root)
+    print(f"· box-bus identities in {root} (the broker admits no anonymous client)")
 
 
 def _start_service(name: str, path: Path, quiet: bool = False) -> subprocess.Popen[bytes]:
@@ -105,8 +116,11 @@ def _listening(url: str) -> bool:
 
 def _wait_ready(cfg: Any, alarm: subprocess.Popen[bytes], timeout: float = 10.0) -> bool:
     """Ready when edge-alarm has published its retained status on the box bus."""
-    from edge.bus import Topics, request_once
+    from edge.bus import Topics, receive_once
+    from edge.bus.identity import DEFAULT_LOCAL_USER, load_credentials
     from edge.errors import BusError
+
+    me = load_credentials(cfg.bus.identities_dir, DEFAULT_LOCAL_USER)
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -117,7 +131,7 @@ def _wait_ready(cfg: Any, alarm: subprocess.Popen[bytes], timeout: float = 10.0)
             )
             return False
         try:
-            request_once(cfg.bus.url, "edge/demo/ping", b"", Topics.ALARM_STATUS, timeout=1.0)
+            receive_once(cfg.bus.url, Topics.ALARM_STATUS, timeout=1.0, credentials=me)
             return True
         except (BusError, TimeoutError):
             time.sleep(0.2)
@@ -145,6 +159,8 @@ def _explain(path: Path, cfg: Any) -> None:
     edge = shlex.quote(os.path.relpath(exe) if exe.is_relative_to(Path.cwd()) else str(exe))
     c = f"--config {shlex.quote(str(path))}"
     zones = ", ".join(z.id for z in cfg.zones)
+    port = cfg.bus.url.rsplit(":", 1)[-1]
+    watch_pw = shlex.quote(os.path.relpath(Path(cfg.bus.identities_dir, "installer")))
     print(f"""
 The site box is running on simulated hardware (site {cfg.site.id}; zones: {zones}).
 In another terminal, from this directory:
@@ -158,7 +174,8 @@ In another terminal, from this directory:
   {edge} panel disarm {c}
   {edge} events verify {c}          # check the journal's hash chain
   {edge} clips list {c}             # alarm clips of the demo camera (pre + post alarm)
-  mosquitto_sub -p {cfg.bus.url.rsplit(":", 1)[-1]} -t 'edge/#' -v   # watch the box bus
+  # watch the box bus as the installer:
+  mosquitto_sub -p {port} -u installer -P "$(cat {watch_pw})" -t 'edge/#' -v
 
 Events appear below as they are journaled. Ctrl-C stops everything.
 """)

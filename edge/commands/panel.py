@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from typing import Any
 
@@ -33,14 +35,21 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     out.add_argument("--seconds", type=float, default=None, help="pulse length")
     actions.add_parser("status", help="panel, zones and outputs", parents=parents)
     for p in actions.choices.values():
-        p.add_argument("--user", default=None, help="who is acting (journaled)")
+        p.add_argument(
+            "--as",
+            dest="identity",
+            default=None,
+            metavar="NAME",
+            help="local box-bus user to act as (journaled as who acted); default: your "
+            "login name if it is a box-bus user, else 'installer'",
+        )
         p.add_argument("--json", action="store_true", help="print the raw JSON answer")
         p.set_defaults(func=run)
 
 
 def request_of(args: argparse.Namespace) -> dict[str, Any]:
     action = args.action
-    req: dict[str, Any] = {"action": action, "user": args.user}
+    req: dict[str, Any] = {"action": action}
     if action == "arm":
         req.update(partition=args.partition, mode="part" if args.part else "full", force=args.force)
     elif action == "disarm":
@@ -54,13 +63,20 @@ def request_of(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from edge.bus import Topics
-    from edge.commands.remote import ask
+    from edge.commands.remote import ask, identity_of
     from edge.config import load_config
 
     cfg = load_config(args.config)  # a ConfigError is reported by edge.cli (exit 78)
     try:
+        name = args.identity or default_identity(cfg.bus.identities_dir)
+        me = identity_of(cfg, name, required=args.identity is not None)
         answer = ask(
-            cfg.bus.url, Topics.ALARM_CMD, request_of(args), "edge/alarm/reply", "edge-alarm"
+            cfg.bus.url,
+            Topics.local_cmd(name),
+            request_of(args),
+            Topics.local_reply(name),
+            "edge-alarm",
+            credentials=me,
         )
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -71,6 +87,19 @@ def run(args: argparse.Namespace) -> int:
     answer.pop("v", None)
     print(json.dumps(answer, indent=2, sort_keys=True) if args.json else summary(answer))
     return 0
+
+
+def default_identity(identities_dir: str) -> str:
+    """The caller's login name (``sudo`` keeps it in SUDO_USER) when it is a box-bus user,
+    else the installer's identity made at first start."""
+    from pathlib import Path
+
+    from edge.bus.identity import DEFAULT_LOCAL_USER, NAME_PATTERN
+
+    for name in (os.environ.get("SUDO_USER"), os.environ.get("USER")):
+        if name and re.fullmatch(NAME_PATTERN, name) and Path(identities_dir, name).exists():
+            return name
+    return DEFAULT_LOCAL_USER
 
 
 def summary(answer: dict[str, Any]) -> str:

@@ -34,7 +34,8 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edge.bus import Topics
-    from edge.commands.remote import ask
+    from edge.bus.identity import SIM
+    from edge.commands.remote import ask, identity_of
     from edge.config import load_config
 
     cfg = load_config(args.config)  # a ConfigError is reported by edge.cli (exit 78)
@@ -57,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
             cfg.bus.url,
             Topics.sim_set(args.zone),
             {"cmd": args.value},
-            "edge/sim/reply",
+            Topics.SIM_REPLY,
             "edge-alarm",
+            credentials=identity_of(cfg, SIM, required=False),
         )
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -148,13 +148,15 @@ def _resolve_paths(cfg: SiteConfig, source: str, text: str) -> SiteConfig:
         ("paths", "data_dir"): cfg.paths.data_dir,
         ("paths", "run_dir"): cfg.paths.run_dir,
         ("web", "credentials_file"): cfg.web.credentials_file,
+        ("bus", "identities_dir"): cfg.bus.identities_dir,
     }
     done = {loc: str(_resolved(base.parent / v, source, text, loc)) for loc, v in values.items()}
     paths = cfg.paths.model_copy(
         update={"data_dir": done["paths", "data_dir"], "run_dir": done["paths", "run_dir"]}
     )
     web = cfg.web.model_copy(update={"credentials_file": done["web", "credentials_file"]})
-    return cfg.model_copy(update={"paths": paths, "web": web})
+    bus = cfg.bus.model_copy(update={"identities_dir": done["bus", "identities_dir"]})
+    return cfg.model_copy(update={"paths": paths, "bus": bus, "web": web})
 
 
 def _resolved(path: Path, source: str, text: str, loc: tuple[str, ...]) -> Path:

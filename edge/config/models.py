@@ -100,6 +100,13 @@ class Bus(Strict):
         description="Box broker: unix:///path/to.sock or mqtt://127.0.0.1:PORT "
         "(loopback only: the box broker is never exposed).",
     )
+    identities_dir: str = Field(
+        "/etc/edge/secrets/bus",
+        max_length=255,
+        description="Box-bus identities: one password file per service and local user, and "
+        "the broker's hashed password file (`edge bus init` creates them). Relative paths "
+        "are resolved against the directory holding the configuration file.",
+    )
     keepalive_s: int = Field(30, ge=5, le=600, description="MQTT keepalive.")
     queue_size: int = Field(
         1000, ge=10, le=100_000, description="Bound of every in-process bus queue."

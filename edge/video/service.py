@@ -32,7 +32,8 @@ from collections.abc import Callable
 from typing import Any
 
 from edge import __version__, system
-from edge.bus import Bus, Topics
+from edge.bus import Bus, Topics, identity
+from edge.bus.identity import optional_credentials
 from edge.bus.topics import topic_id
 from edge.config import SiteConfig
 from edge.errors import BusError, CommandError
@@ -113,6 +114,7 @@ class VideoService:
             queue_size=cfg.bus.queue_size,
             keepalive=cfg.bus.keepalive_s,
             will=(VIDEO_STATUS, b'{"v":1,"running":false}', True),
+            credentials=optional_credentials(cfg.bus.identities_dir, identity.VIDEO),
         )
         out_dir = clips_dir(cfg)
         self.cameras = {  # first: a camera that cannot be set up is a ConfigError (exit 78)

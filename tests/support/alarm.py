@@ -34,6 +34,7 @@ run_dir = "{run}"
 
 [bus]
 url = "{url}"
+{identities}
 
 [hardware]
 backend = "sim"
@@ -97,8 +98,10 @@ def write_site(
     swinger: int = 3,
     extra: str = "",
     site_id: str = "test-site",
+    identities: Path | None = None,
 ) -> Path:
-    """A simulated site with one zone of each common kind; returns the TOML path."""
+    """A simulated site with one zone of each common kind; returns the TOML path.
+    ``identities``: the box-bus identities directory of a generated box broker."""
     data, run = workdir / "data", workdir / "run"
     run.mkdir(parents=True, exist_ok=True)
     text = (
@@ -111,6 +114,7 @@ def write_site(
             entry_delay=entry_delay,
             swinger=swinger,
             site_id=site_id,
+            identities=f'identities_dir = "{identities}"' if identities else "",
         )
         + extra
     )
@@ -190,14 +194,22 @@ class BusWatcher:
     """An independent paho client on the box broker, recording what it receives."""
 
     def __init__(
-        self, host: str, port: int, topics: tuple[str, ...] = ("edge/#",), session: str = ""
+        self,
+        host: str,
+        port: int,
+        topics: tuple[str, ...] = ("edge/#",),
+        session: str = "",
+        auth: tuple[str, str] | None = None,
     ) -> None:
-        """``session``: a client id whose session the broker keeps (1 h) across disconnects."""
+        """``session``: a client id whose session the broker keeps (1 h) across disconnects;
+        ``auth``: (user, password) on a box broker that admits only its identities."""
         self.inbox: queue.Queue[Received] = queue.Queue(maxsize=100_000)
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=session, protocol=mqtt.MQTTv5
         )
         self.client.on_message = self._on_message
+        if auth is not None:
+            self.client.username_pw_set(*auth)
         # Like the box's own clients: no Nagle delay on loopback TCP.
         self.client.on_socket_open = lambda _c, _u, sock: sock.setsockopt(
             socket.IPPROTO_TCP, socket.TCP_NODELAY, 1

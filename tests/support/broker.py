@@ -35,6 +35,7 @@ class Broker:
     proc: subprocess.Popen[bytes]
     conf_path: Path
     log_path: Path
+    identities: Path | None = None  # bus.identities_dir of a box broker we generated
 
     @property
     def running(self) -> bool:

@@ -22,10 +22,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edge.bus import identity, passwd_file
+from edge.bus.identity import Credentials, load_credentials
 from edge.config import SiteConfig, parse_config
 from edge.config.central import CentralConfig
 from edge.uplink import bridge
-from edge.uplink.broker import render_local_config
+from edge.uplink.broker import acl_path, render_local_config, write_acl
 from support.broker import Broker, start_configured
 from support.pki import CertFiles, Pki
 
@@ -44,7 +46,13 @@ run_dir = "{run}"
 
 [bus]
 url = "mqtt://127.0.0.1:{port}"
+identities_dir = "{ids}"
 """
+# Box-bus identities every generated box broker gets: the services', the installer's, and
+# "observer", a local user for tests that watch the bus while the installer runs commands
+# (one connection per identity: the broker uses the user name as the client id).
+BOX_IDENTITIES = (*identity.SERVICES, identity.DEFAULT_LOCAL_USER, "observer")
+SUPERUSER = "tester"  # only with start_box(superuser=True): reads and writes every topic
 
 
 def central_config_text(template: str, workdir: Path, pki: Pki, port: int) -> str:
@@ -107,7 +115,9 @@ def site_config(
 ) -> SiteConfig:
     """A minimal site whose box broker listens on ``port``, parsed like a real site.toml;
     ``central`` goes into its `[central]` table once SiteConfig has that section."""
-    text = SITE.format(site_id=site_id, data=workdir / "data", run=workdir / "run", port=port)
+    text = SITE.format(
+        site_id=site_id, data=workdir / "data", run=workdir / "run", port=port, ids=workdir / "ids"
+    )
     if central is not None and "central" in SiteConfig.model_fields:
         text += "\n[central]\n" + "".join(
             f"{k} = {json.dumps(v)}\n" for k, v in central.model_dump().items()
@@ -115,17 +125,36 @@ def site_config(
     return parse_config(text, str(workdir / "site.toml"))
 
 
-def start_box(workdir: Path, site_id: str, central: CentralConfig) -> Broker:
-    """The box broker of ``site_id`` running the config `edge run broker` would generate."""
+def start_box(
+    workdir: Path, site_id: str, central: CentralConfig, *, superuser: bool = False
+) -> Broker:
+    """The box broker of ``site_id`` running the config `edge run broker` would generate,
+    with its identities in ``workdir/ids``. ``superuser``: also a test identity allowed every
+    topic, for tests of the bridge itself (not of the box's ACL)."""
+    ids = workdir / "ids"
+    passwd_file.ensure(ids, [*BOX_IDENTITIES, *([SUPERUSER] if superuser else [])])
+    passwd_file.write_passwd(ids)
 
     def render(port: int) -> str:
         cfg = site_config(workdir, site_id, port, central)
         wired = getattr(cfg, "central", None) is not None
         section = None if wired else central  # once wired, the real path: cfg.central
         bridge.prepare(cfg.paths.data_dir, site_id, central)
+        write_acl(cfg)
+        if superuser:
+            with acl_path(cfg).open("a") as acl:
+                acl.write(f"\nuser {SUPERUSER}\ntopic readwrite #\n")
         return render_local_config(cfg, section)
 
-    return start_configured(workdir, render)
+    box = start_configured(workdir, render)
+    box.identities = ids
+    return box
+
+
+def box_peer(box: Broker, name: str, **kwargs: Any) -> Peer:
+    """A paho peer on a generated box broker under identity ``name``."""
+    assert box.port is not None and box.identities is not None
+    return connect(box.port, auth=load_credentials(box.identities, name), **kwargs)
 
 
 @dataclass
@@ -233,6 +262,7 @@ def connect(
     ca_file: Path | None = None,
     client_id: str = "",
     session_expiry_s: int = 0,
+    auth: Credentials | None = None,
 ) -> Peer:
     """A connected peer: TLS with ``cert`` when ``ca_file`` is given, plain TCP otherwise;
     ``session_expiry_s`` > 0 resumes / keeps a persistent session. A refused connection
@@ -247,6 +277,8 @@ def connect(
             keyfile=str(cert.key) if cert else None,
             tls_version=ssl.PROTOCOL_TLS_CLIENT,
         )
+    if auth is not None:
+        client.username_pw_set(auth.user, auth.password)
     peer = Peer(client)
     connected: queue.Queue[ReasonCode] = queue.Queue()
     client.on_connect = lambda _c, _u, _f, rc, _p: connected.put(rc)

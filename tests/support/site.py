@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edge.bus.identity import load_credentials
 from edge.uplink.signing import private_key_from_seed, public_key_b64, sign_command
 from support.alarm import BusWatcher, NotifySocket, start_alarm, stop, write_site
 from support.broker import Broker
@@ -55,7 +56,14 @@ class Site:
         extra += toml_table("heartbeat", {"interval_s": 10})
         extra += f'\n[[remote.keys]]\nid = "central-1"\npublic_key = "{public_key_b64(KEY)}"\n'
         extra += self.extra
-        self.site = write_site(tmp / "alarm", self.box.url, swinger=20, extra=extra, site_id=SITE)
+        self.site = write_site(
+            tmp / "alarm",
+            self.box.url,
+            swinger=20,
+            extra=extra,
+            site_id=SITE,
+            identities=self.box.identities,
+        )
         self.notify = NotifySocket(tmp / "notify.sock")
         self.console = self.connect_console()
         self.proc = self.start_alarm()
@@ -88,7 +96,7 @@ class Site:
         """Start edge-video and wait until its cameras deliver (its retained status says so)."""
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
         log = open(self.tmp / "video.log", "ab")  # noqa: SIM115 - closed with the process
-        watch = BusWatcher("127.0.0.1", int(self.box.port or 0), topics=("edge/video/status",))
+        watch = self.watcher(("edge/video/status",))
         try:
             self.video = subprocess.Popen(
                 [EDGE, "run", "video", "--config", str(self.site)],
@@ -104,6 +112,14 @@ class Site:
                     return self.video
         finally:
             watch.close()
+
+    def watcher(self, topics: tuple[str, ...] = ("edge/#",), name: str = "observer") -> BusWatcher:
+        """A paho watcher on the box broker under a local identity (default: "observer")."""
+        assert self.box.identities is not None
+        me = load_credentials(self.box.identities, name)
+        return BusWatcher(
+            "127.0.0.1", int(self.box.port or 0), topics=topics, auth=(me.user, me.password)
+        )
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -45,8 +45,10 @@ ALARM_TIMEOUT_S = 3.0
 RATE_LIMIT = 10  # actions per session ...
 RATE_WINDOW_S = 10.0  # ... within this many seconds
 MAX_SESSIONS = 64  # rate buckets kept; the least recently used is forgotten first
-ALARM_CMD = Topics.ALARM_CMD  # edge-alarm's command topic, as `edge panel` uses it
-REPLY = "edge/video/actions/reply"  # base of each request's private reply topic
+# edge-alarm's tele-action topic: the only command topic edge-video may publish on; edge-alarm
+# checks the allow-list again there, so a compromised edge-video cannot arm, disarm or bypass.
+ALARM_ACTION = Topics.LIVE_ACTION
+REPLY = Topics.LIVE_ACTION_REPLY  # base of each request's private reply topic
 _ID = re.compile(ID_PATTERN)
 _PRESET = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _EXAMPLE = '{"id": 1, "do": "output", "output": "gate", "op": "pulse"}'
@@ -166,7 +168,7 @@ class Actions:
     async def _ask_alarm(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
             timeout = self.alarm_timeout
-            msg = await request(self.bus, ALARM_CMD, body, reply_base=REPLY, timeout=timeout)
+            msg = await request(self.bus, ALARM_ACTION, body, reply_base=REPLY, timeout=timeout)
             answer = msg.json()
         except (TimeoutError, BusError) as exc:
             raise _Refused(
