@@ -61,7 +61,9 @@ def run(coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
 
 def reframe(body: str) -> bytes:
     """``<LF><crc><len><body><CR>`` with the receiver library's own CRC."""
-    return f"\n{SIAEvent._crc_calc(body)}{len(body):04X}{body}\r".encode("ascii")
+    crc = SIAEvent._crc_calc(body)
+    assert crc is not None
+    return f"\n{crc}{len(body):04X}{body}\r".encode("ascii")
 
 
 def event_code(star: str, mtype: str, rest: str, key: bytes | None) -> str:

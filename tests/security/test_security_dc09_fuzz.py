@@ -52,11 +52,17 @@ def reply_body(kind: str, encrypted: bool, seq: int, account: str, drift: int) -
     return head + aes(plain, True).hex().upper()
 
 
+def crc_of(text: str) -> str:
+    """The receiver library's CRC-16 of text whose non-ASCII characters read as '?'."""
+    crc = SIAEvent._crc_calc(text.encode("ascii", "replace").decode("ascii"))
+    assert crc is not None
+    return crc
+
+
 def framed(body: bytes, fix: bool, crc: str = "0000", length: str = "0000") -> bytes:
     """``<LF><crc><len><body><CR>``; with ``fix``, CRC and length match the body."""
     if fix:
-        text = body.decode("ascii", "replace")
-        crc, length = SIAEvent._crc_calc(text), f"{len(body):04X}"
+        crc, length = crc_of(body.decode("ascii", "replace")), f"{len(body):04X}"
     return b"\n" + f"{crc}{length}".encode() + body + b"\r"
 
 
@@ -67,7 +73,7 @@ def oracle(line: str, encrypted: bool) -> bool:
         return False
     body = head.group(3)
     data = body.encode("ascii", "replace")
-    if int(head.group(1), 16) != int(SIAEvent._crc_calc(data.decode("ascii")), 16):
+    if int(head.group(1), 16) != int(crc_of(body), 16):
         return False
     if int(head.group(2), 16) != len(data):
         return False
