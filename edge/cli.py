@@ -17,6 +17,7 @@ from edge.errors import EX_CONFIG, EX_SOFTWARE, EX_USAGE, CommandError, ConfigEr
 
 # Subcommand modules, each exposing register(subparsers, parents).
 COMMANDS = ("config", "run", "events", "panel", "sim", "demo", "clips", "motion", "web", "bus")
+COMMANDS += ("units",)  # systemd drop-ins generated from the site file (edge/commands/units.py)
 
 
 # Written as escapes when an error is printed: control characters (except the line feed that
