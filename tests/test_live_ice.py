@@ -55,18 +55,40 @@ def test_stun_only_has_no_credentials() -> None:
     ]
 
 
-def test_static_turn_is_passed_as_configured() -> None:
-    cfg = live(
-        {"urls": ["turn:turn.example.net:3478?transport=udp"], "username": "u", "credential": "p"}
-    )
-    assert ice_servers(cfg, "x", NOW) == [
-        {"urls": ["turn:turn.example.net:3478?transport=udp"], "username": "u", "credential": "p"}
-    ]
+def secret_file(tmp_path: Path, name: str, content: bytes, mode: int = 0o600) -> Path:
+    path = tmp_path / name
+    path.write_bytes(content)
+    path.chmod(mode)
+    return path
+
+
+def test_static_turn_password_comes_from_its_secret_file(tmp_path: Path) -> None:
+    password = secret_file(tmp_path, "turn-password", b"p4ss\n")
+    url = "turn:turn.example.net:3478?transport=udp"
+    cfg = live({"urls": [url], "username": "u", "credential_file": str(password)})
+    assert ice_servers(cfg, "x", NOW) == [{"urls": [url], "username": "u", "credential": "p4ss"}]
+
+
+def test_a_turn_password_inline_in_site_toml_is_refused() -> None:
+    with pytest.raises(ValidationError) as info:
+        IceServer.model_validate(
+            {"urls": ["turn:t.example.net"], "username": "u", "credential": "p"}
+        )
+    assert "give credential_file instead" in str(info.value)
+
+
+def test_a_turn_secret_readable_by_others_is_not_used(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    shared = secret_file(tmp_path, "turn-secret", SECRET, mode=0o644)
+    cfg = live({"urls": ["turn:turn.example.net"], "rest_secret_file": str(shared)})
+    with caplog.at_level(logging.WARNING, logger="edge.video.live.ice"):
+        assert ice_servers(cfg, "x", NOW) == []
+    assert f"chmod 600 {shared}" in caplog.text and "skipped" in caplog.text
 
 
 def test_turn_rest_mints_per_name_credentials_from_the_secret_file(tmp_path: Path) -> None:
-    secret = tmp_path / "turn-secret"
-    secret.write_bytes(SECRET + b"\n")  # a trailing newline is not part of the secret
+    secret = secret_file(tmp_path, "turn-secret", SECRET + b"\n")  # newline not in it
     cfg = live(
         {"urls": ["stun:stun.example.net"]},
         {
@@ -90,7 +112,7 @@ def test_unusable_secret_file_skips_that_server_with_a_warning(
 ) -> None:
     secret = tmp_path / "turn-secret"
     if content is not None:
-        secret.write_bytes(content)
+        secret_file(tmp_path, "turn-secret", content)
     cfg = live(
         {"urls": ["stun:stun.example.net"]},
         {"urls": ["turn:turn.example.net"], "rest_secret_file": str(secret)},
@@ -126,23 +148,23 @@ def test_rtc_configuration_carries_every_server() -> None:
 @pytest.mark.parametrize(
     ("server", "says"),
     [
-        ({"urls": ["turn:t.example.net"]}, "a TURN server needs username and credential"),
+        ({"urls": ["turn:t.example.net"]}, "a TURN server needs username and credential_file"),
         (
             {"urls": ["turn:t.example.net"], "username": "u"},
-            "give both username and credential",
+            "give both username and credential_file",
         ),
         (
             {
                 "urls": ["turn:t.example.net"],
                 "username": "u",
-                "credential": "p",
+                "credential_file": "/etc/edge/secrets/turn-password",
                 "rest_secret_file": "/etc/edge/secrets/turn",
             },
-            "either username/credential or rest_secret_file, not both",
+            "either username/credential_file or rest_secret_file, not both",
         ),
         ({"urls": ["http://t.example.net"]}, "must start with one of stun:, stuns:, turn:, turns:"),
         (
-            {"urls": ["stun:s.example.net"], "username": "u", "credential": "p"},
+            {"urls": ["stun:s.example.net"], "username": "u", "credential_file": "/p"},
             "credentials only apply to turn: or turns: URLs",
         ),
     ],
@@ -164,5 +186,5 @@ def test_ice_server_mistake_in_site_toml_names_file_line_and_key() -> None:
     (problem,) = info.value.problems
     assert problem.startswith("site.toml:"), problem
     assert "live.ice_servers[0]" in problem
-    assert "a TURN server needs username and credential, or rest_secret_file" in problem
+    assert "a TURN server needs username and credential_file, or rest_secret_file" in problem
     assert "Traceback" not in str(info.value)

@@ -24,6 +24,7 @@ def camera() -> Iterator[FakeOnvifCamera]:
 def onvif(cam_url: str, tmp_path: Path, password: str = "s3cret <&>", **kw: Any) -> Onvif:
     secret = tmp_path / "onvif-password"
     secret.write_text(password + "\n", encoding="utf-8")
+    secret.chmod(0o600)  # a secret file (edge.secret_files)
     fields: dict[str, Any] = {
         "url": cam_url,
         "username": "admin",

@@ -54,11 +54,24 @@ def test_file_and_directory_modes(tmp_path: Path) -> None:
     target = tmp_path / "etc" / "secrets" / "web-users"
     set_password(target, "installer", PASSWORD)
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
-    assert stat.S_IMODE(target.parent.stat().st_mode) == 0o700
-    target.chmod(0o644)  # loosened by hand: the next write puts it back
-    set_password(target, "second", PASSWORD)
-    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert stat.S_IMODE(target.parent.stat().st_mode) == 0o750
     assert not list(target.parent.glob(".*tmp"))
+
+
+def test_a_file_others_may_read_is_refused_with_the_fix(
+    users_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The secret-file rule (edge.secret_files): loosened by hand, it is not used at all."""
+    set_password(users_file, "installer", PASSWORD)
+    users_file.chmod(0o644)
+    with pytest.raises(CredentialsError, match=f"chmod 600 {users_file}"):
+        set_password(users_file, "second", PASSWORD)
+    creds = Credentials(users_file)
+    with caplog.at_level(logging.ERROR, logger="edge.web.credentials"):
+        assert not creds.configured and not creds.verify("installer", PASSWORD)
+    assert creds.problem is not None and f"chmod 600 {users_file}" in creds.problem
+    users_file.chmod(0o600)
+    assert creds.verify("installer", PASSWORD) and creds.problem is None
 
 
 def test_reload_when_the_file_changes(users_file: Path) -> None:
@@ -84,6 +97,7 @@ def test_missing_or_empty_file_is_not_configured(users_file: Path) -> None:
     assert users(users_file) == []
     users_file.parent.mkdir()
     users_file.write_text("\n# no user yet\n")
+    users_file.chmod(0o600)
     assert not creds.configured
     set_password(users_file, "installer", PASSWORD)
     assert creds.configured
@@ -118,6 +132,14 @@ def test_corrupt_line_is_skipped_with_one_warning(
         ("x" * 33, PASSWORD, "is not allowed"),
         ("installer", "short", "password too short (5 characters): use at least 10"),
         ("installer", "ten chars\nbut a newline", "line break"),
+        ("installer", "Password123!", "password too common"),
+        ("installer", "P@ssw0rd2024", "password too common"),
+        ("installer", "azertyuiop", "password too common"),
+        ("installer", "1234567890", "password too common"),
+        ("installer", "qwertyqwerty", "password too common"),
+        ("installer", "Soleil2023!", "password too common"),
+        ("installer", "aaaaaaaaaaaa", "password too repetitive"),
+        ("installer", "Installer2024!", "password contains the user name (installer)"),
     ],
 )
 def test_refused_names_and_passwords(
@@ -126,6 +148,11 @@ def test_refused_names_and_passwords(
     with pytest.raises(CredentialsError, match=message.replace("(", r"\(").replace(")", r"\)")):
         set_password(users_file, user, password)
     assert not users_file.exists()
+
+
+def test_a_password_made_of_the_site_id_is_refused(users_file: Path) -> None:
+    with pytest.raises(CredentialsError, match=r"contains the site id \(north-gate\)"):
+        set_password(users_file, "tech", "North-Gate-2024", site_id="north-gate")
 
 
 def test_allowed_user_name_characters(users_file: Path) -> None:

@@ -1,7 +1,8 @@
 """The local web server's HTTP layer on a real port: page, auth, throttling, WHEP, headers.
 
 The live hub is a small recording stand-in (the WebRTC side is tested with the real hub and a
-real browser elsewhere); credentials, aiohttp and the sockets are the real ones.
+real browser elsewhere); credentials, aiohttp and the sockets are the real ones. Most tests
+ask for plain HTTP explicitly; the HTTPS default has its own tests.
 """
 
 from __future__ import annotations
@@ -9,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import logging
 import socket
 import ssl
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from cryptography.hazmat.primitives import serialization
 from support.pki import new_authority
 
 from edge.config.live import WebConfig
@@ -25,7 +29,7 @@ from edge.errors import ConfigError
 from edge.video.live.api import REFUSAL_CODES, LiveHubApi, LiveRefused
 from edge.web import server as server_module
 from edge.web.credentials import Credentials, set_password
-from edge.web.server import MAX_OFFER, FailureLimiter, WebServer
+from edge.web.server import MAX_OFFER, WebServer
 
 PASSWORD = "correct horse battery"
 
@@ -52,11 +56,16 @@ class RecordingHub:
         self.sessions: dict[str, str] = {}
         self.refuse: LiveRefused | None = None
         self.refusals: list[tuple[str, str, str, str]] = []
+        self.audits: list[dict[str, Any]] = []
+        self.owners: dict[str, str] = {}
 
     def refused(
         self, camera: str, operator: str, exc: LiveRefused, *, via: Any, remote: str = ""
     ) -> None:
         self.refusals.append((camera, operator, exc.code, via))
+
+    def audit(self, body: dict[str, Any]) -> None:
+        self.audits.append(body)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -73,14 +82,16 @@ class RecordingHub:
             raise self.refuse
         session = f"sess{len(self.opened)}"
         self.sessions[session] = camera
+        self.owners[session] = f"lan:{user}"
         return session, ANSWER
 
     async def close(self, session: str, why: str) -> bool:
         self.closed.append((session, why))
         return self.sessions.pop(session, None) is not None
 
-    def session_camera(self, session: str) -> str | None:
-        return self.sessions.get(session)
+    def session_owner(self, session: str) -> tuple[str, str] | None:
+        camera = self.sessions.get(session)
+        return (camera, self.owners[session]) if camera else None
 
 
 class Clock:
@@ -93,7 +104,7 @@ class Clock:
 
 def web_config(users: Path, **changes: Any) -> WebConfig:
     # port 0 (not valid in site.toml) lets the OS choose a free port for the test
-    base = WebConfig(listen="127.0.0.1", credentials_file=str(users))
+    base = WebConfig(listen="127.0.0.1", credentials_file=str(users), https=False)
     return base.model_copy(update={"port": 0, **changes})
 
 
@@ -154,8 +165,10 @@ def test_page_and_its_files_need_no_login(users: Path) -> None:
 
 
 def test_api_needs_the_right_password(users: Path, caplog: pytest.LogCaptureFixture) -> None:
+    hub = RecordingHub()
+
     async def scenario() -> None:
-        async with serve(web_config(users), RecordingHub()) as (_, http):
+        async with serve(web_config(users), hub) as (_, http):
             for auth in ({}, BAD, basic("nobody", PASSWORD)):
                 async with http.get("/api/site", headers=auth) as resp:
                     assert resp.status == 401
@@ -172,8 +185,15 @@ def test_api_needs_the_right_password(users: Path, caplog: pytest.LogCaptureFixt
         run(scenario())
     lines = [r.getMessage() for r in caplog.records]
     assert any("installer GET /api/site -> 200" in line for line in lines), lines
-    assert any("- GET /api/site -> 401" in line for line in lines)
+    # Refused logins are not one line each: the first is reported, the rest summarised.
+    assert not any("-> 401" in line for line in lines), lines
     assert not any(PASSWORD in line or "not the password" in line for line in lines)
+    first, summary = hub.audits
+    assert (first["count"], first["users"], first["remote"]) == (1, ["(none)"], "127.0.0.1")
+    assert summary["count"] == 3 and summary["users"] == ["installer", "nobody", "(unreadable)"]
+    assert summary["code"] == "unauthorised" and summary["via"] == "lan"
+    assert "3 refused login(s) from 127.0.0.1" in summary["reason"]
+    assert "camera" not in summary  # none was asked for
 
 
 def test_no_users_file_refuses_everything_with_the_hint(tmp_path: Path) -> None:
@@ -195,48 +215,33 @@ def test_no_users_file_refuses_everything_with_the_hint(tmp_path: Path) -> None:
 
 def test_too_many_failures_wait_a_minute_even_with_the_right_password(users: Path) -> None:
     clock = Clock()
+    hub = RecordingHub()
 
     async def scenario() -> None:
         cfg = web_config(users, max_failures_per_minute=3)
-        hub = RecordingHub()
         async with serve(cfg, hub, clock) as (_, http):
             for _ in range(4):
                 async with http.get("/api/site", headers=BAD) as resp:
                     assert resp.status == 401
-            assert hub.refusals == []  # failed logins are audited only when they ask for video
             clock.now += 20
             async with http.get("/api/site", headers=GOOD) as resp:
                 assert resp.status == 429
                 assert resp.headers["Retry-After"] == "40"
-                assert "too many failed logins" in await resp.text()
+                assert "too many failed logins from 127.0.0.1" in await resp.text()
             async with http.post("/whep/door", data=OFFER, headers=SDP_GOOD) as resp:
                 assert resp.status == 429
-            assert [r[0] for r in hub.refusals] == ["door"]
-            assert hub.refusals[0][2:] == ("unauthorised", "lan")
-            assert hub.refusals[0][1].startswith("lan:")
+            assert hub.opened == []
             clock.now += 40.5
             async with http.get("/api/site", headers=GOOD) as resp:
                 assert resp.status == 200
 
     run(scenario())
-
-
-def test_failure_limiter_is_bounded_and_per_address() -> None:
-    clock = Clock()
-    limiter = FailureLimiter(2, max_addresses=3, clock=clock)
-    for _ in range(3):
-        limiter.failed("10.0.0.1")
-    assert limiter.wait_s("10.0.0.1") == 60 and limiter.wait_s("10.0.0.2") == 0
-    for n in range(2, 6):
-        limiter.failed(f"10.0.0.{n}")
-    assert len(limiter) == 3
-    assert limiter.wait_s("10.0.0.1") == 0  # the oldest address was forgotten
-    for _ in range(2):
-        limiter.failed("10.0.0.5")
-    clock.now += 59
-    assert limiter.wait_s("10.0.0.5") == pytest.approx(1)
-    clock.now += 1
-    assert limiter.wait_s("10.0.0.5") == 0
+    # Audited as two rows: the first refusal at once, the others summarised at the stop.
+    first, summary = hub.audits
+    assert first["count"] == 1 and first["operator"] == "lan:installer"
+    assert summary["count"] == 5 and summary["camera"] == "door"
+    assert "401 unauthorised ×3, 429 waiting after failures ×2" in summary["reason"]
+    assert summary["start"] <= summary["end"]
 
 
 def test_whep_offer_answer_and_delete(users: Path) -> None:
@@ -370,7 +375,7 @@ def test_busy_port_is_a_config_error(users: Path) -> None:
 def test_https_with_tls_cert_and_key(users: Path, tmp_path: Path) -> None:
     ca = new_authority(tmp_path / "pki")
     files = ca.issue("web", "localhost", server=True)
-    cfg = web_config(users, tls_cert=str(files.cert), tls_key=str(files.key))
+    cfg = web_config(users, https=True, tls_cert=str(files.cert), tls_key=str(files.key))
 
     async def scenario() -> None:
         server = WebServer(cfg, RecordingHub(), site_id="t-site")
@@ -385,9 +390,97 @@ def test_https_with_tls_cert_and_key(users: Path, tmp_path: Path) -> None:
                 assert resp.status == 200
         finally:
             await server.stop()
-        broken = web_config(users, tls_cert=str(files.key), tls_key=str(files.key))
+        broken = web_config(users, https=True, tls_cert=str(files.key), tls_key=str(files.key))
         with pytest.raises(ConfigError, match=r"web\.tls_cert / web\.tls_key: cannot load"):
             await WebServer(broken, RecordingHub(), site_id="t-site").start()
+
+    run(scenario())
+
+
+def test_https_by_default_with_the_box_own_certificate(users: Path) -> None:
+    """No tls_cert: a self-signed ECDSA P-256 certificate is made beside the users file at
+    first start (a secret file, 0600) and kept; the fingerprint the client sees is the one
+    `edge web cert` shows."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from edge.web.tls import fingerprint
+
+    cfg = WebConfig(listen="127.0.0.1", credentials_file=str(users)).model_copy(update={"port": 0})
+    pem_file = users.parent / "web-tls.pem"
+
+    async def fetch_peer() -> tuple[str, bytes]:
+        server = WebServer(cfg, RecordingHub(), site_id="t-site")
+        await server.start()
+        try:
+            assert server.url.startswith("https://127.0.0.1:")
+            insecure = ssl.create_default_context()
+            insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
+            _, writer = await asyncio.open_connection("127.0.0.1", server.port, ssl=insecure)
+            der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+            writer.close()
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"{server.url}/api/site", headers=GOOD, ssl=insecure) as resp,
+            ):
+                assert resp.status == 200
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{server.port}/", ssl=False) as resp,
+            ):
+                raise AssertionError(f"plain HTTP answered {resp.status}")
+        except aiohttp.ClientError:
+            return server.url, der
+        finally:
+            await server.stop()
+
+    _, der = run(fetch_peer())
+    assert stat.S_IMODE(pem_file.stat().st_mode) == 0o600
+    cert = x509.load_pem_x509_certificate(pem_file.read_bytes())
+    key = cert.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1"
+    assert cert.public_bytes(serialization.Encoding.DER) == der
+    shown = fingerprint(pem_file.read_bytes())
+    assert shown == ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+    before = pem_file.read_bytes()
+    run(fetch_peer())  # a restart keeps the certificate (the installer checked it once)
+    assert pem_file.read_bytes() == before
+
+
+def test_a_certificate_others_may_read_is_refused(users: Path) -> None:
+    cfg = WebConfig(listen="127.0.0.1", credentials_file=str(users)).model_copy(update={"port": 0})
+    pem_file = users.parent / "web-tls.pem"
+
+    async def start() -> None:
+        server = WebServer(cfg, RecordingHub(), site_id="t-site")
+        await server.start()
+        await server.stop()
+
+    run(start())
+    pem_file.chmod(0o644)
+    with pytest.raises(ConfigError, match=f"chmod 600 {pem_file}"):
+        run(start())
+
+
+def test_only_the_owner_of_a_session_can_end_it(users: Path) -> None:
+    set_password(users, "tech", "another good passphrase")
+    hub = RecordingHub()
+    tech = basic("tech", "another good passphrase")
+
+    async def scenario() -> None:
+        async with serve(web_config(users), hub) as (_, http):
+            async with http.post("/whep/door", data=OFFER, headers=SDP_GOOD) as resp:
+                assert resp.status == 201
+            async with http.delete("/whep/door/sess1", headers=tech) as resp:
+                assert resp.status == 403
+                assert "only the user who opened it" in await resp.text()
+            assert hub.closed == []
+            hub.sessions["central-1"], hub.owners["central-1"] = "door", "op-17"
+            async with http.delete("/whep/door/central-1", headers=GOOD) as resp:
+                assert resp.status == 403  # a central station session is not the LAN's
+            async with http.delete("/whep/door/sess1", headers=GOOD) as resp:
+                assert resp.status == 200
+            assert hub.closed == [("sess1", "stopped by installer")]
 
     run(scenario())
 

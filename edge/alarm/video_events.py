@@ -10,8 +10,10 @@ events go over MQTT only.
 - ``edge/video/<camera>/clip_saved`` and ``clip_deleted``: CLIP_SAVED / CLIP_DELETED (local
   events: every clip kept or deleted, and why — retention or quota — is in the journal).
 - ``edge/video/<camera>/live``: the live-view audit trail — every session ``started`` and
-  ``ended`` (operator, camera, reason, start, end, why), every request the LAN web server
-  refused, every tele-action → LIVE_STARTED / LIVE_ENDED / LIVE_REFUSED / LIVE_ACTION.
+  ``ended`` (operator, camera, reason, start, end, why), every refused request, every
+  tele-action → LIVE_STARTED / LIVE_ENDED / LIVE_REFUSED / LIVE_ACTION. The LAN web server
+  summarises refused logins (at most two rows per address per minute: ``count``, ``users``
+  tried, ``start`` / ``end``), on ``edge/video/_/live`` when no camera was asked for.
 - ``edge/video/<camera>/motion``: the start of motion in a zone whose action is ``alarm`` is
   a virtual alarm input → VIDEO_MOTION, but only while a partition is set (a tag zone, or
   motion while everything is disarmed, only marks clips).
@@ -38,7 +40,8 @@ LIVE_KINDS = {
 }
 LIVE_KEYS = (
     "session", "camera", "operator", "reason", "via", "remote", "start", "end", "duration_s",
-    "why", "connected", "frames", "code", "do", "target", "op", "ok",
+    "why", "connected", "frames", "code", "do", "target", "op", "ok", "count", "users",
+    "cameras", "addresses",
 )  # fmt: skip
 
 
@@ -109,7 +112,8 @@ class VideoEvents:
         if kind is None:
             return None
         details = {k: body[k] for k in LIVE_KEYS if body.get(k) not in (None, "")}
-        details.setdefault("camera", camera)
+        if camera != "_":  # "_": not about one camera (a refused login on the LAN page)
+            details.setdefault("camera", camera)
         return Event(kind, details=details)
 
     def _motion(self, camera: str, body: dict[str, Any]) -> Event | None:

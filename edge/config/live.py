@@ -25,10 +25,17 @@ class IceServer(Strict):
         "(e.g. turn:turn.example.net:3478?transport=udp).",
     )
     username: str | None = Field(
-        None, max_length=128, description="Static TURN user name (with credential)."
+        None, max_length=128, description="Static TURN user name (with credential_file)."
+    )
+    credential_file: str | None = Field(
+        None,
+        max_length=255,
+        description="File holding the static TURN password (mode 0600; never in site.toml).",
     )
     credential: str | None = Field(
-        None, max_length=256, description="Static TURN password (with username)."
+        None,
+        max_length=256,
+        description="Not accepted: a password inline in site.toml; use credential_file.",
     )
     rest_secret_file: str | None = Field(
         None,
@@ -47,15 +54,20 @@ class IceServer(Strict):
                 raise ValueError(
                     f"ICE server URL {url!r} must start with one of {', '.join(ICE_SCHEMES)}"
                 )
+        if self.credential is not None:
+            raise ValueError(
+                "credential holds a password inline in site.toml: put it in a file (mode "
+                "0600, e.g. /etc/edge/secrets/turn-password) and give credential_file instead"
+            )
         turn = any(u.startswith(("turn:", "turns:")) for u in self.urls)
-        static = self.username is not None or self.credential is not None
-        if static and (self.username is None or self.credential is None):
-            raise ValueError("give both username and credential for a static TURN account")
+        static = self.username is not None or self.credential_file is not None
+        if static and (self.username is None or self.credential_file is None):
+            raise ValueError("give both username and credential_file for a static TURN account")
         if static and self.rest_secret_file:
-            raise ValueError("give either username/credential or rest_secret_file, not both")
+            raise ValueError("give either username/credential_file or rest_secret_file, not both")
         if turn and not (static or self.rest_secret_file):
             raise ValueError(
-                "a TURN server needs username and credential, or rest_secret_file "
+                "a TURN server needs username and credential_file, or rest_secret_file "
                 "(TURN REST shared secret)"
             )
         if not turn and (static or self.rest_secret_file):
@@ -134,27 +146,59 @@ class LiveConfig(Strict):
 
 class WebConfig(Strict):
     enabled: bool = Field(True, description="Run the local web server (WHEP live view on the LAN).")
-    listen: str = Field("0.0.0.0", max_length=64, description="Address the local web server binds.")
+    listen: str = Field(
+        "127.0.0.1",
+        max_length=64,
+        description="Address the local web server binds: loopback by default; the installer "
+        "sets the box's LAN address (0.0.0.0 only if every interface must serve it).",
+    )
     port: int = Field(8080, ge=1, le=65535, description="TCP port of the local web server.")
+    https: bool = Field(
+        True,
+        description="Serve HTTPS with the box's own certificate (made at first start, "
+        "fingerprint shown by `edge web cert`) or tls_cert/tls_key; false: plain HTTP, which "
+        "sends passwords in clear (for a loopback-only demo).",
+    )
     credentials_file: str = Field(
         "/etc/edge/secrets/web-users",
         max_length=255,
         description="Per-box user file written by `edge web passwd USER` (a relative path is "
         "taken from the configuration file's directory); while it is missing or empty every "
-        "request is refused (there is no default password).",
+        "request is refused (there is no default password). The box's own certificate "
+        "(web-tls.pem) is kept beside it.",
     )
     tls_cert: str | None = Field(
-        None, max_length=255, description="PEM certificate: serve HTTPS (with tls_key)."
+        None,
+        max_length=255,
+        description="PEM certificate of the site's own (with tls_key) instead of the box's.",
     )
-    tls_key: str | None = Field(None, max_length=255, description="PEM private key of tls_cert.")
+    tls_key: str | None = Field(
+        None, max_length=255, description="PEM private key of tls_cert (a secret file, 0600)."
+    )
     max_failures_per_minute: int = Field(
         10, ge=1, le=1000, description="Failed logins per client address before it waits."
+    )
+    max_failures_per_minute_total: int = Field(
+        30,
+        ge=1,
+        le=10_000,
+        description="Failed logins from all addresses together before every address that "
+        "has not logged in before waits (stops guessing from rotating addresses).",
+    )
+    user_backoff_max_s: int = Field(
+        900,
+        ge=1,
+        le=86_400,
+        description="Longest wait of a user name after repeated failures (2, 4, 8 … s from "
+        "its 5th failure within 15 minutes).",
     )
 
     @model_validator(mode="after")
     def _tls_pair(self) -> WebConfig:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("give both tls_cert and tls_key, or neither")
+        if self.tls_cert is not None and not self.https:
+            raise ValueError("tls_cert and tls_key need https = true (or remove them)")
         return self
 
 

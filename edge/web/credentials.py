@@ -3,7 +3,9 @@
 There is no default password: a box ships with no user file, and until an installer runs
 `edge web passwd USER` on it every request to the web server is refused. Passwords are kept
 only as scrypt hashes (memory-hard, so a stolen SD card does not give them away cheaply), in a
-file of mode 0600 under /etc/edge/secrets/.
+secret file (mode 0600, :mod:`edge.secret_files`) under /etc/edge/secrets/, owned by the
+user of the service that reads it. Short, common passwords and ones made of the user name or
+the site id are refused (:mod:`edge.web.passwords`).
 
 :class:`Credentials` re-reads the file when it changes, so a new or changed password takes
 effect without restarting edge-video. A damaged line costs only that user, with a warning
@@ -20,23 +22,23 @@ import hmac
 import logging
 import os
 import re
-import stat
 import threading
 from pathlib import Path
 
 from edge.errors import CommandError
-from edge.fsutil import atomic_write
+from edge.secret_files import SecretFileError, read_secret, write_secret
+from edge.web.files import read_as_owner
+from edge.web.passwords import MAX_LENGTH, MIN_LENGTH, password_problem
 
 log = logging.getLogger(__name__)
 
 USER_PATTERN = re.compile(r"[A-Za-z0-9_.@-]{1,32}")
-MIN_PASSWORD = 10
-MAX_PASSWORD = 256  # a bound on what one login makes scrypt hash
+MIN_PASSWORD = MIN_LENGTH
+MAX_PASSWORD = MAX_LENGTH  # a bound on what one login makes scrypt hash
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1  # ~16 MiB and ~50-150 ms per check on a Pi
 SALT_BYTES = 16
 HASH_BYTES = 32
-FILE_MODE = 0o600
-DIR_MODE = 0o700
+WHAT = "web users file"
 PASSWD_HINT = "run `edge web passwd USER` on the box (as root) to create a web user"
 
 # Bounds on the parameters a line may carry (a hand-edited file must not make a login cost
@@ -85,17 +87,11 @@ def check_user(user: str) -> None:
         )
 
 
-def check_password(password: str) -> None:
-    """CredentialsError unless ``password`` has 10 to 256 characters, none of them a newline."""
-    if len(password) < MIN_PASSWORD:
-        raise CredentialsError(
-            f"password too short ({len(password)} characters): use at least {MIN_PASSWORD}, "
-            "e.g. four unrelated words"
-        )
-    if len(password) > MAX_PASSWORD:
-        raise CredentialsError(f"password too long: use at most {MAX_PASSWORD} characters")
-    if "\n" in password or "\r" in password:
-        raise CredentialsError("a password cannot contain a line break")
+def check_password(password: str, *, user: str = "", site_id: str = "") -> None:
+    """CredentialsError unless ``password`` is long, uncommon and unrelated to the names."""
+    problem = password_problem(password, user=user, site_id=site_id)
+    if problem:
+        raise CredentialsError(problem)
 
 
 def hash_line(user: str, password: str) -> str:
@@ -134,52 +130,71 @@ def parse_line(line: str) -> tuple[str, _Hash]:
     return user, _Hash(n, r, p, salt, digest)
 
 
-def _read_lines(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
+def _read_lines(path: Path, owner: tuple[int, int] | None = None) -> list[str]:
+    """The file's lines through the secret-file rule; [] when it does not exist.
+
+    The rule accepts a file that belongs to root or to the reader, so root reads a file it
+    gave to the service user (``owner``) with that user's effective uid, which also proves
+    that the service can read it.
+    """
+    if not os.path.lexists(path):
         return []
+    try:
+        return read_as_owner(path, WHAT, owner).decode("utf-8").splitlines()
+    except SecretFileError as exc:
+        raise CredentialsError(str(exc)) from None
+    except UnicodeDecodeError as exc:
+        raise CredentialsError(f"{WHAT}: {path} is not UTF-8 text ({exc})") from None
 
 
 def _owner(line: str) -> str:
     return line.split(":", 1)[0]
 
 
-def _write_lines(path: Path, lines: list[str]) -> None:
-    path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    atomic_write(path, "".join(f"{line}\n" for line in lines).encode("utf-8"), mode=FILE_MODE)
-    os.chmod(path, FILE_MODE)  # in case an older file or a stale temporary had another mode
+def _write_lines(path: Path, lines: list[str], owner: tuple[int, int] | None) -> None:
+    data = "".join(f"{line}\n" for line in lines).encode("utf-8")
+    write_secret(path, data, owner=owner)
 
 
-def set_password(path: str | os.PathLike[str], user: str, password: str) -> bool:
+def set_password(
+    path: str | os.PathLike[str],
+    user: str,
+    password: str,
+    *,
+    site_id: str = "",
+    owner: tuple[int, int] | None = None,
+) -> bool:
     """Create ``user`` or change its password; True when the user is new.
 
+    ``owner`` (uid, gid): who the file belongs to afterwards (root only may give it away).
     Other lines are kept as they are, damaged ones included (they are the installer's to fix).
     """
     check_user(user)
-    check_password(password)
+    check_password(password, user=user, site_id=site_id)
     target = Path(path)
-    lines = _read_lines(target)
+    lines = _read_lines(target, owner)
     kept = [line for line in lines if _owner(line) != user]
-    _write_lines(target, [*kept, hash_line(user, password)])
+    _write_lines(target, [*kept, hash_line(user, password)], owner)
     return len(kept) == len(lines)
 
 
-def remove_user(path: str | os.PathLike[str], user: str) -> bool:
+def remove_user(
+    path: str | os.PathLike[str], user: str, *, owner: tuple[int, int] | None = None
+) -> bool:
     """Remove ``user``; False when the file has no such user (nothing is written then)."""
     target = Path(path)
-    lines = _read_lines(target)
+    lines = _read_lines(target, owner)
     kept = [line for line in lines if _owner(line) != user]
     if len(kept) == len(lines):
         return False
-    _write_lines(target, kept)
+    _write_lines(target, kept, owner)
     return True
 
 
-def users(path: str | os.PathLike[str]) -> list[str]:
+def users(path: str | os.PathLike[str], *, owner: tuple[int, int] | None = None) -> list[str]:
     """User names of the file in file order (damaged lines left out); [] when it is missing."""
     names: list[str] = []
-    for line in _read_lines(Path(path)):
+    for line in _read_lines(Path(path), owner):
         try:
             user, _ = parse_line(line)
         except ValueError:
@@ -200,7 +215,7 @@ class Credentials:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int, int] | str | None = None
+        self._stamp: tuple[int, ...] | str | None = None
         self._users: dict[str, _Hash] = {}
         self._remembered: dict[str, bytes] = {}
         self._key = os.urandom(32)
@@ -230,30 +245,39 @@ class Credentials:
                     self._remembered[user] = token
         return ok
 
+    @property
+    def problem(self) -> str | None:
+        """Why the file cannot be used (unreadable, too open …), None when it can."""
+        with self._lock:
+            self._refresh()
+            return self._stamp if isinstance(self._stamp, str) else None
+
+    def has(self, user: str) -> bool:
+        """Whether ``user`` exists (for the login guard's bookkeeping, never for answers)."""
+        with self._lock:
+            return user in self._users
+
     def _refresh(self) -> None:
-        """Reload when the file's identity, size or time changed (atomic_write renames)."""
+        """Reload when the file's identity, size or time changed (writes rename a new file)."""
         try:
-            st = self.path.stat()
+            st = os.stat(self.path, follow_symlinks=False)
         except FileNotFoundError:
             self._load(None, [])
             return
         except OSError as exc:
             self._failed(f"cannot read {self.path}: {exc}")
             return
-        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_mode, st.st_uid)
         if stamp == self._stamp:
             return
         try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            self._failed(f"cannot read {self.path}: {exc}")
+            lines = read_secret(self.path, WHAT).decode("utf-8").splitlines()
+        except SecretFileError as exc:
+            self._failed(str(exc))
             return
-        if stat.S_IMODE(st.st_mode) & 0o077:
-            log.warning(
-                "%s can be read by other users (mode %o): chmod 600 it",
-                self.path,
-                stat.S_IMODE(st.st_mode),
-            )
+        except UnicodeDecodeError as exc:
+            self._failed(f"{self.path} is not UTF-8 text ({exc})")
+            return
         self._load(stamp, lines)
 
     def _failed(self, message: str) -> None:
@@ -261,7 +285,7 @@ class Credentials:
             log.error("web users: %s; every web request is refused", message)
         self._stamp, self._users, self._remembered = message, {}, {}
 
-    def _load(self, stamp: tuple[int, int, int] | None, lines: list[str]) -> None:
+    def _load(self, stamp: tuple[int, ...] | None, lines: list[str]) -> None:
         if stamp is None and self._stamp is None and not self._users:
             return
         found: dict[str, _Hash] = {}

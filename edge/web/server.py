@@ -5,21 +5,23 @@ Routes: ``GET /`` and ``/static/*`` (the page, no secret in it, no login needed 
 RFC 9725 WHEP) and ``DELETE /whep/{camera}/{session}``. Everything but the page needs HTTP
 Basic auth against the per-box user file (there is no default password).
 
-Guessing passwords is slowed twice: scrypt makes each check cost, and an address with more than
-``max_failures_per_minute`` failures is answered 429 - even with the right password - until the
-minute has passed, so a guesser cannot tell when it found one. The server only speaks HTTP; the
-WebRTC work, viewer caps and the access policy are the live hub's (:class:`LiveHubApi`).
+Every part is bounded: connections (:mod:`edge.web.connections`: caps per address and in
+total, read deadlines, TLS handshakes), request sizes (aiohttp's limits, set below), password
+guessing (scrypt makes each check cost; :mod:`edge.web.guard` limits failures per address, per
+user name and in total, answering 429 even with the right password so a guesser cannot tell
+when it found one) and the audit of refused logins (:mod:`edge.web.refusals`: at most two
+rows per address per minute). HTTPS by default (:mod:`edge.web.tls`). A live session can be
+ended here only by the user who opened it. The WebRTC work, viewer caps and the access policy
+are the live hub's (:class:`LiveHubApi`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
+import contextlib
 import errno
 import logging
-import math
 import socket
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -32,7 +34,11 @@ from edge.config.live import WebConfig
 from edge.errors import ConfigError
 from edge.tasks import within
 from edge.video.live.api import LiveHubApi, LiveRefused
+from edge.web.connections import BODY_S, IDLE_S, ConnectionLimits, GuardedSite
 from edge.web.credentials import PASSWD_HINT, Credentials
+from edge.web.guard import LoginGuard
+from edge.web.refusals import RefusalLog
+from edge.web.tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +46,13 @@ SDP = "application/sdp"
 MAX_OFFER = 64 * 1024  # bytes of an SDP offer (a browser's is 3-8 KB)
 OPEN_TIMEOUT_S = 20.0  # the hub gathers ICE candidates before it answers
 CLOSE_TIMEOUT_S = 5.0
-WINDOW_S = 60.0  # failed logins are counted over this window
-MAX_ADDRESSES = 1024  # client addresses whose failures are remembered
 MAX_CHECKS = 16  # password checks waiting at once; more are told to retry
 CHECKS_AT_ONCE = 2  # scrypt checks running at once (CPU left to the cameras)
 VIEWER_CAP_RETRY_S = 10
 SHUTDOWN_S = 3.0
+TICK_S = 1.0  # refused-login summaries are sent at most this late
+# aiohttp's request limits: one header line, one field, and how many fields.
+MAX_LINE, MAX_FIELD, MAX_HEADERS = 4096, 4096, 32
 
 # LiveRefused code -> HTTP status; the body is the hub's sentence.
 STATUS = {
@@ -77,62 +84,20 @@ STATIC = {
 class _Refusal(Exception):
     """A request answered with ``status`` and a one-sentence text/plain body."""
 
-    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        headers: dict[str, str] | None = None,
+        *,
+        login: bool = False,
+    ) -> None:
         super().__init__(reason)
         self.status, self.reason, self.headers = status, reason, headers or {}
+        self.login = login or status in (401, 429)  # a refused login (summarised)
 
     def response(self) -> web.Response:
         return web.Response(status=self.status, text=self.reason + "\n", headers=self.headers)
-
-
-class FailureLimiter:
-    """Failed logins per client address within the last ``window`` seconds.
-
-    At most ``max_addresses`` addresses are remembered (the one failing least recently is
-    forgotten first), and each keeps at most ``limit + 1`` times, so memory stays bounded
-    whatever a scan of the LAN sends.
-    """
-
-    def __init__(
-        self,
-        limit: int,
-        *,
-        window: float = WINDOW_S,
-        max_addresses: int = MAX_ADDRESSES,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.limit, self.window, self.max_addresses, self.clock = (
-            limit,
-            window,
-            max_addresses,
-            clock,
-        )
-        self._failures: collections.OrderedDict[str, collections.deque[float]] = (
-            collections.OrderedDict()
-        )
-
-    def wait_s(self, address: str) -> float:
-        """Seconds ``address`` must still wait; 0 when it may try."""
-        times = self._failures.get(address)
-        if times is None:
-            return 0.0
-        now = self.clock()
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        if not times:
-            del self._failures[address]
-            return 0.0
-        return times[0] + self.window - now if len(times) > self.limit else 0.0
-
-    def failed(self, address: str) -> None:
-        times = self._failures.pop(address, None) or collections.deque(maxlen=self.limit + 1)
-        times.append(self.clock())
-        self._failures[address] = times
-        while len(self._failures) > self.max_addresses:
-            self._failures.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._failures)
 
 
 class WebServer:
@@ -146,14 +111,24 @@ class WebServer:
         site_id: str,
         credentials: Credentials | None = None,
         clock: Callable[[], float] = time.monotonic,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.cfg, self.hub, self.site_id = cfg, hub, site_id
         self.credentials = credentials or Credentials(cfg.credentials_file)
-        self.limiter = FailureLimiter(cfg.max_failures_per_minute, clock=clock)
+        self.guard = LoginGuard(
+            cfg.max_failures_per_minute,
+            cfg.max_failures_per_minute_total,
+            user_backoff_max_s=cfg.user_backoff_max_s,
+            clock=clock,
+        )
+        self.refusals = RefusalLog(hub.audit)
+        self.limits = limits or ConnectionLimits()
         self._files = {name: _static(name) for name in STATIC}
         self._checks = 0
         self._slots = asyncio.Semaphore(CHECKS_AT_ONCE)
         self._runner: web.AppRunner | None = None
+        self._site: GuardedSite | None = None
+        self._ticker: asyncio.Task[None] | None = None
 
     # -- life cycle -------------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -162,7 +137,7 @@ class WebServer:
         app.on_response_prepare.append(_security_headers)
         app.router.add_get("/", self._page)
         app.router.add_get("/static/{name}", self._static)
-        app.router.add_get("/api/site", self._site)
+        app.router.add_get("/api/site", self._site_info)
         app.router.add_post("/whep/{camera}", self._offer)
         app.router.add_patch("/whep/{camera}", _no_trickle("POST"))
         app.router.add_delete("/whep/{camera}/{session}", self._delete)
@@ -173,33 +148,64 @@ class WebServer:
         """Bind ``web.listen``:``web.port``; ConfigError when that address cannot be used."""
         if self._runner is not None:
             raise RuntimeError("the web server is already started")
-        tls = self._tls()
+        tls = server_context(self.cfg, self.site_id)
         runner = web.AppRunner(
-            self.app(), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_S
+            self.app(),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=SHUTDOWN_S,
+            keepalive_timeout=IDLE_S,
+            max_line_size=MAX_LINE,
+            max_field_size=MAX_FIELD,
+            max_headers=MAX_HEADERS,
         )
         await runner.setup()
-        site = web.TCPSite(runner, self.cfg.listen, self.cfg.port, ssl_context=tls)
+        site = GuardedSite(
+            runner, self.cfg.listen, self.cfg.port, limits=self.limits, ssl_context=tls
+        )
         try:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
             raise ConfigError("web", [_bind_problem(self.cfg, exc)]) from exc
-        self._runner = runner
+        self._runner, self._site = runner, site
+        self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="web-refusals")
         log.info("local web server on %s", self.url)
+        if tls is None and self.cfg.listen not in ("127.0.0.1", "::1", "localhost"):
+            log.warning(
+                "web.https is false on %s: passwords cross the LAN in clear; set web.https = "
+                "true (the default)",
+                self.cfg.listen,
+            )
         if not self.credentials.configured:
             log.warning("no web user in %s yet: %s", self.credentials.path, PASSWD_HINT)
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
+        ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
         if runner is not None:
             await runner.cleanup()
+            self.refusals.flush()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            self.refusals.tick()
 
     @property
     def port(self) -> int:
         """The TCP port actually bound (``web.port``, or the one chosen for port 0)."""
-        if self._runner is None or not self._runner.addresses:
+        if self._site is None or self._runner is None:
             raise RuntimeError("the web server is not started")
-        return int(self._runner.addresses[0][1])
+        return self._site.bound_port
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.cfg.https else "http"
 
     @property
     def url(self) -> str:
@@ -208,33 +214,17 @@ class WebServer:
             self.cfg.listen, self.cfg.listen
         )
         host = f"[{host}]" if ":" in host else host
-        scheme = "https" if self.cfg.tls_cert else "http"
-        return f"{scheme}://{host}:{self.port}"
-
-    def _tls(self) -> ssl.SSLContext | None:
-        if not self.cfg.tls_cert or not self.cfg.tls_key:
-            return None
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        try:
-            ctx.load_cert_chain(self.cfg.tls_cert, self.cfg.tls_key)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(
-                "web",
-                [
-                    f"web.tls_cert / web.tls_key: cannot load {self.cfg.tls_cert} with "
-                    f"{self.cfg.tls_key}: {exc}: give a PEM certificate and its private key"
-                ],
-            ) from exc
-        return ctx
+        return f"{self.scheme}://{host}:{self.port}"
 
     # -- requests -----------------------------------------------------------------------------
     @web.middleware
     async def _log_and_refuse(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        """Turn refusals into short text answers and write one access line per request."""
+        """Turn refusals into short text answers and write one access line per request
+        (refused logins are summarised instead: see edge.web.refusals)."""
         status = 500
+        self.limits.request_started(request.transport)
         try:
             try:
                 response = await handler(request)
@@ -246,7 +236,9 @@ class WebServer:
             status = exc.status
             raise
         finally:
-            log.info(
+            self.limits.request_ended(request.transport)
+            log.log(
+                logging.DEBUG if status in (401, 429) else logging.INFO,
                 "web %s %s %s %s -> %d",
                 request.remote,
                 request.get(USER_KEY, "-"),
@@ -267,22 +259,21 @@ class WebServer:
     def _file(self, name: str) -> web.Response:
         return web.Response(body=self._files[name], content_type=STATIC[name], charset="utf-8")
 
-    async def _site(self, request: web.Request) -> web.Response:
+    async def _site_info(self, request: web.Request) -> web.Response:
         await self._authorise(request)
         return web.json_response(self.hub.describe())
 
     async def _offer(self, request: web.Request) -> web.Response:
         camera = request.match_info["camera"]
-        try:
-            user = await self._authorise(request)
-        except _Refusal as exc:
-            if exc.status in (401, 429):  # a refused attempt to watch: in the audit trail
-                self._audit_refusal(request, camera, exc.reason)
-            raise
+        user = await self._authorise(request, camera)
         if request.content_type != SDP:
             raise _Refusal(415, f"send the SDP offer with Content-Type: {SDP}")
         try:
-            offer = (await request.read()).decode("utf-8")
+            body = await within(request.read(), BODY_S)
+        except TimeoutError:
+            raise _Refusal(408, f"the SDP offer did not arrive within {BODY_S:g} s") from None
+        try:
+            offer = body.decode("utf-8")
         except UnicodeDecodeError:
             raise _Refusal(400, "the SDP offer is not UTF-8 text") from None
         if not offer.strip():
@@ -309,8 +300,15 @@ class WebServer:
         user = await self._authorise(request)
         camera, session = request.match_info["camera"], request.match_info["session"]
         missing = _Refusal(404, f"no live session {session} on camera {camera}")
-        if self.hub.session_camera(session) != camera:
+        owner = self.hub.session_owner(session)
+        if owner is None or owner[0] != camera:
             raise missing
+        if owner[1] != f"lan:{user}":
+            raise _Refusal(
+                403,
+                f"live session {session} was opened by someone else ({owner[1]}): only the "
+                "user who opened it (or the central station) can end it",
+            )
         try:
             closed = await within(self.hub.close(session, f"stopped by {user}"), CLOSE_TIMEOUT_S)
         except LiveRefused as exc:
@@ -321,50 +319,56 @@ class WebServer:
             raise missing
         return web.Response(text="session closed\n")
 
-    def _audit_refusal(self, request: web.Request, camera: str, reason: str) -> None:
-        try:
-            auth = BasicAuth.decode(request.headers.get(hdrs.AUTHORIZATION, ""), encoding="utf-8")
-            login = "".join(c for c in auth.login[:40] if c.isprintable())
-        except ValueError:
-            login = "?"
-        refusal = LiveRefused("unauthorised", reason)
-        self.hub.refused(
-            camera, f"lan:{login or '?'}", refusal, via="lan", remote=request.remote or "unknown"
-        )
-
     # -- authentication -----------------------------------------------------------------------
-    async def _authorise(self, request: web.Request) -> str:
-        """The user name of a request with good Basic credentials; _Refusal otherwise."""
+    async def _authorise(self, request: web.Request, camera: str = "") -> str:
+        """The user name of a request with good Basic credentials; _Refusal otherwise.
+
+        Every refusal (401, 429, 503 at the check cap) is counted in the refused-login
+        summary; only a wrong password or unreadable credentials count as a failed guess."""
         remote = request.remote or "unknown"
-        wait = self.limiter.wait_s(remote)
-        if wait > 0:
-            seconds = max(1, math.ceil(wait))
-            raise _Refusal(
-                429,
-                f"too many failed logins from {remote}: wait {seconds} s",
-                {hdrs.RETRY_AFTER: str(seconds)},
-            )
-        if not self.credentials.configured:
-            raise _Refusal(503, f"no web user is configured on this box: {PASSWD_HINT}")
         header = request.headers.get(hdrs.AUTHORIZATION)
+        auth: BasicAuth | None = None
+        if header is not None:
+            try:
+                auth = BasicAuth.decode(header, encoding="utf-8")
+            except ValueError:
+                auth = None
+        login = auth.login if auth else ("(none)" if header is None else "(unreadable)")
+        try:
+            return await self._check_request(request, remote, header, auth)
+        except _Refusal as refusal:
+            if refusal.login:
+                self.refusals.refused(remote, login, refusal.status, camera)
+            raise
+
+    async def _check_request(
+        self, request: web.Request, remote: str, header: str | None, auth: BasicAuth | None
+    ) -> str:
+        wait = self.guard.wait(remote, auth.login if auth else None)
+        if wait is not None:
+            raise _Refusal(429, wait.reason, {hdrs.RETRY_AFTER: str(wait.seconds)})
+        if not self.credentials.configured:
+            problem = self.credentials.problem
+            if problem:
+                raise _Refusal(503, f"the web users file cannot be used: {problem}")
+            raise _Refusal(503, f"no web user is configured on this box: {PASSWD_HINT}")
         if header is None:
             raise self._unauthorised("log in with a user created by `edge web passwd USER`")
-        try:
-            auth = BasicAuth.decode(header, encoding="utf-8")
-        except ValueError:
-            auth = None
         if auth is None or not await self._check(auth.login, auth.password):
-            self.limiter.failed(remote)
-            login = auth.login[:40] if auth else "(unreadable Authorization header)"
-            log.warning("failed web login as %r from %s", login, remote)
+            user = auth.login if auth else None
+            known = user is not None and self.credentials.has(user)
+            self.guard.failed(remote, user, known_user=known)
             raise self._unauthorised("wrong user name or password")
+        self.guard.succeeded(remote)
         request[USER_KEY] = auth.login
         return auth.login
 
     async def _check(self, user: str, password: str) -> bool:
         """scrypt off the event loop, a bounded number at a time."""
         if self._checks >= MAX_CHECKS:
-            raise _Refusal(503, "too many logins at once: retry", {hdrs.RETRY_AFTER: "2"})
+            raise _Refusal(
+                503, "too many logins at once: retry", {hdrs.RETRY_AFTER: "2"}, login=True
+            )
         self._checks += 1
         try:
             async with self._slots:
@@ -419,5 +423,5 @@ def _bind_problem(cfg: WebConfig, exc: OSError) -> str:
     if exc.errno == errno.EACCES and cfg.port < 1024:
         return f"{where}: ports below 1024 need privileges; choose web.port 1024 or above"
     if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
-        return f"{where}: web.listen must be an address of this box (0.0.0.0: all of them)"
+        return f"{where}: web.listen must be an address of this box (e.g. its LAN address)"
     return where

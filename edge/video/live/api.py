@@ -52,9 +52,14 @@ class LiveHubApi(Protocol):
     def refused(
         self, camera: str, operator: str, exc: LiveRefused, *, via: Any, remote: str = ""
     ) -> None:
-        """Put a refused request in the audit trail (the web server's failed logins)."""
+        """Put a refused request in the audit trail."""
         ...
 
-    def session_camera(self, session: str) -> str | None:
-        """The camera a session shows, None when unknown."""
+    def session_owner(self, session: str) -> tuple[str, str] | None:
+        """``(camera, operator)`` of a session (``lan:<user>`` for the LAN), None if unknown."""
+        ...
+
+    def audit(self, body: dict[str, Any]) -> None:
+        """Report an audit row of the web server (the refused-login summaries) for the
+        journal; ``body`` is a ``refused`` report as :meth:`refused` makes."""
         ...

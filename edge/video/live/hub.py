@@ -5,6 +5,10 @@ verified and checked against the site's policy by edge-alarm (which owns the jou
 knows the alarms), the LAN's WHEP request by the web server's per-box credentials. The hub
 then enforces what only it can know: the camera exists and is on, and it has a free viewer
 slot. A slot is taken at the grant, so a granted viewer is never turned away at the offer.
+The central station always gets a slot: when a camera (or the box) is full, a signed
+central request ends a LAN viewer's session to make room (the one not connected, else the
+most recent; its ``ended`` report says why). LAN viewers never end a central session, and
+central sessions compete only with each other for the cap.
 
 Every session is reported twice on ``edge/video/<camera>/live`` — ``started`` at the grant
 and ``ended`` with its duration and why — and every refusal the hub decides for a LAN
@@ -36,6 +40,7 @@ HUNG_UP = "viewer hung up"
 OFFER_REFUSED = "offer refused"  # the refusal itself tells the viewer why
 SILENT_ENDS = (HUNG_UP, OFFER_REFUSED)
 MAX_SESSIONS = 64  # whatever the per-camera caps add up to
+REPLACED = "replaced by a central station session (the central station always gets a slot)"
 
 Report = Callable[[str, dict[str, Any]], None]
 
@@ -67,6 +72,7 @@ class LiveHub:
         self.on_end: Callable[[str, str], Awaitable[None]] | None = None
         self.forget: Callable[[str], None] = lambda session: None  # per-session state elsewhere
         self.names = {c.id: c.name or c.id for c in cfg.video.cameras}
+        self._ending: set[asyncio.Task[None]] = set()  # sessions ended to make room
 
     # -- grants ------------------------------------------------------------------------------
     def grant(
@@ -82,6 +88,8 @@ class LiveHub:
             raise LiveRefused("bad_offer", f"session {session} already exists")
         if self.camera_up(camera) is False:
             raise LiveRefused("unknown_camera", f"camera {camera!r} has no video right now")
+        if via == "central":
+            self._room_for_central(camera)
         if len(self.sessions) >= MAX_SESSIONS:
             raise LiveRefused(
                 "viewer_cap", f"the box already serves {MAX_SESSIONS} live sessions: retry later"
@@ -115,6 +123,34 @@ class LiveHub:
         )
         self._report(live, "started", start=wall_iso(live.started_wall))
         return live
+
+    def _room_for_central(self, camera: str) -> None:
+        """End a LAN viewer's session when the central station's would not fit."""
+        if self.viewers(camera) >= self.live.viewers_per_camera:
+            victim = self._lan_victim(camera)
+        elif len(self.sessions) >= MAX_SESSIONS:
+            victim = self._lan_victim(None)
+        else:
+            return
+        if victim is None:
+            return  # central sessions only: the cap holds
+        live = self.sessions.pop(victim)
+        log.info("live session %s ended to make room for the central station", victim)
+        task = asyncio.get_running_loop().create_task(self._end(live, REPLACED))
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
+
+    def _lan_victim(self, camera: str | None) -> str | None:
+        """The LAN session to end: one never connected first, else the most recent."""
+        lan = [
+            s
+            for s in self.sessions.values()
+            if s.grant.via == "lan" and (camera is None or s.grant.camera == camera)
+        ]
+        if not lan:
+            return None
+        lan.sort(key=lambda s: (s.connected_once, -s.started))
+        return lan[0].id
 
     def viewers(self, camera: str) -> int:
         return sum(1 for s in self.sessions.values() if s.grant.camera == camera)
@@ -170,6 +206,11 @@ class LiveHub:
         live = self.sessions.pop(session, None)
         if live is None:
             return False
+        await self._end(live, why)
+        return True
+
+    async def _end(self, live: LiveSession, why: str) -> None:
+        session = live.id
         await live.close(why)
         self.forget(session)
         end = time.time()
@@ -186,7 +227,6 @@ class LiveHub:
         log.info("live session %s ended: %s", session, why)
         if self.on_end is not None and live.grant.via == "central" and why not in SILENT_ENDS:
             await self.on_end(session, why)
-        return True
 
     async def reaper(self, beat: Callable[[], None] | None = None) -> None:
         """Supervised: close sessions never connected / disconnected too long, or too long."""
@@ -210,6 +250,8 @@ class LiveHub:
     async def close_all(self, why: str) -> None:
         for sid in list(self.sessions):
             await self.close(sid, why)
+        if self._ending:
+            await asyncio.gather(*self._ending, return_exceptions=True)
 
     # -- views -------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -231,6 +273,15 @@ class LiveHub:
     def session_camera(self, session: str) -> str | None:
         live = self.sessions.get(session)
         return live.grant.camera if live else None
+
+    def session_owner(self, session: str) -> tuple[str, str] | None:
+        live = self.sessions.get(session)
+        return (live.grant.camera, live.grant.operator) if live else None
+
+    def audit(self, body: dict[str, Any]) -> None:
+        """An audit row of the web server (refused-login summary), as edge-video reports."""
+        camera = str(body.get("camera") or "")
+        self.report(camera if camera in self.feeds else "_", body)
 
     def status(self) -> dict[str, Any]:
         return {cid: self.viewers(cid) for cid in self.feeds}

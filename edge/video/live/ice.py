@@ -22,6 +22,7 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCIceServer
 
 from edge.config.live import IceServer, LiveConfig
+from edge.secret_files import SecretFileError, read_secret
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +34,15 @@ def turn_rest_credentials(secret: bytes, name: str, ttl_s: int, now: float) -> t
     return username, base64.b64encode(digest).decode("ascii")
 
 
-def _secret(server: IceServer) -> bytes | None:
-    assert server.rest_secret_file is not None
+def _secret(server: IceServer, path: str, key: str) -> bytes | None:
+    """The stripped bytes of a TURN secret file (edge.secret_files rules), None if unusable."""
     try:
-        secret = Path(server.rest_secret_file).read_bytes().strip()
-    except OSError as exc:
-        log.warning(
-            "TURN server %s skipped: cannot read live.ice_servers rest_secret_file %s (%s)",
-            server.urls[0],
-            server.rest_secret_file,
-            exc.strerror or exc,
-        )
+        secret = read_secret(Path(path), f"live.ice_servers {key}").strip()
+    except SecretFileError as exc:
+        log.warning("TURN server %s skipped: %s", server.urls[0], exc)
         return None
     if not secret:
-        log.warning("TURN server %s skipped: %s is empty", server.urls[0], server.rest_secret_file)
+        log.warning("TURN server %s skipped: %s is empty", server.urls[0], path)
         return None
     return secret
 
@@ -58,14 +54,18 @@ def ice_servers(live: LiveConfig, name: str, now: float | None = None) -> list[d
     for server in live.ice_servers:
         entry: dict[str, Any] = {"urls": list(server.urls)}
         if server.rest_secret_file:
-            secret = _secret(server)
+            secret = _secret(server, server.rest_secret_file, "rest_secret_file")
             if secret is None:
                 continue
             entry["username"], entry["credential"] = turn_rest_credentials(
                 secret, name, server.rest_ttl_s, now
             )
-        elif server.username is not None:
-            entry["username"], entry["credential"] = server.username, server.credential
+        elif server.username is not None and server.credential_file is not None:
+            password = _secret(server, server.credential_file, "credential_file")
+            if password is None:
+                continue
+            entry["username"] = server.username
+            entry["credential"] = password.decode("utf-8", errors="replace")
         out.append(entry)
     return out
 

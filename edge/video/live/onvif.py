@@ -22,10 +22,12 @@ import os
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from xml.sax.saxutils import escape
 
 from edge.config.video import Onvif
 from edge.errors import EdgeError
+from edge.secret_files import SecretFileError, read_secret
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +151,9 @@ def _password(onvif: Onvif) -> str:
     if onvif.password_file is None:
         return ""
     try:
-        with open(onvif.password_file, encoding="utf-8") as f:
-            return f.read(1024).rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = read_secret(Path(onvif.password_file), "ONVIF password file", max_bytes=1024)
+        return data.decode("utf-8").rstrip("\r\n")
+    except (SecretFileError, UnicodeDecodeError) as exc:
         raise OnvifError(
             "config",
             f"cannot read the ONVIF password file {onvif.password_file} ({exc}); create it "
