@@ -16,6 +16,7 @@ from edge import __version__
 from edge.errors import EX_CONFIG, EX_SOFTWARE, EX_USAGE, CommandError, ConfigError, EdgeError
 
 # Subcommand modules, each exposing register(subparsers, parents).
+COMMANDS: tuple[str, ...]
 COMMANDS = ("config", "run", "events", "panel", "sim", "demo", "clips", "motion", "web", "bus")
 COMMANDS += ("units",)  # systemd drop-ins generated from the site file (edge/commands/units.py)
 
