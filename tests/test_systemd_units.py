@@ -306,6 +306,7 @@ def test_tmpfiles_sets_the_layout_and_hands_an_upgraded_box_over(tmp_path: Path)
     old = {
         "etc/edge/secrets/web-users": 0o600,
         "etc/edge/secrets/web.key": 0o640,
+        "etc/edge/secrets/web-tls.pem": 0o600,
         "etc/edge/secrets/bus/edge-video": 0o600,
         "etc/edge/secrets/bus/edge-sim": 0o600,
         "var/lib/edge/clips/index.db": 0o640,
@@ -326,6 +327,7 @@ def test_tmpfiles_sets_the_layout_and_hands_an_upgraded_box_over(tmp_path: Path)
         "etc/edge/secrets/bus": (0o711, "root", "root"),
         "etc/edge/secrets/web-users": (0o600, "edge-video", "edge-video"),
         "etc/edge/secrets/web.key": (0o600, "edge-video", "edge-video"),
+        "etc/edge/secrets/web-tls.pem": (0o600, "edge-video", "edge-video"),
         "etc/edge/secrets/bus/edge-video": (0o600, "edge-video", "edge-video"),
         "etc/edge/secrets/bus/edge-sim": (0o640, "root", "edge-admin"),
         "var/lib/edge": (0o711, "edge", "edge"),
