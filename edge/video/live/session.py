@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import json
 import logging
 import time
@@ -96,7 +97,7 @@ class LiveSession:
             raise LiveRefused("bad_offer", f"session {self.id} was already answered")
         if len(offer_sdp) > MAX_OFFER_BYTES or "m=video" not in offer_sdp:
             raise LiveRefused("bad_offer", "the offer must be an SDP offer with a video section")
-        offer_sdp = without_mdns_candidates(offer_sdp)
+        offer_sdp = usable_candidates(offer_sdp)
         pc = self.pc = RTCPeerConnection(rtc_configuration(self.servers))
         self.track = PassthroughTrack(self.feed, self.backlog)
         video = pc.addTransceiver(self.track, direction="sendonly")
@@ -136,7 +137,11 @@ class LiveSession:
         text = str(body.get("candidate") or "")
         if self.pc is None or not text:
             return
-        cand = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:") else text)
+        text = text.split(":", 1)[1] if text.startswith("candidate:") else text
+        problem = candidate_problem(text)
+        if problem:
+            raise ValueError(problem)
+        cand = candidate_from_sdp(text)
         cand.sdpMid = body.get("sdpMid")
         cand.sdpMLineIndex = body.get("sdpMLineIndex")
         await self.pc.addIceCandidate(cand)
@@ -216,14 +221,42 @@ class LiveSession:
 _H264 = ("video/h264", "video/rtx")
 
 
-def without_mdns_candidates(sdp: str) -> str:
-    """The offer without ``.local`` (mDNS) candidates.
+def usable_candidates(sdp: str) -> str:
+    """The offer without the candidates the box will not try.
 
-    Browsers hide their addresses behind mDNS names; resolving one takes aioice up to a
-    second before the answer can be sent, and fails where multicast does not pass. The
-    browser's connectivity checks reach the box's own candidates anyway, and the box learns
-    the browser's real address from them (a peer-reflexive candidate).
+    * ``.local`` (mDNS) ones: browsers hide their addresses behind mDNS names; resolving one
+      takes aioice up to a second before the answer can be sent, and fails where multicast
+      does not pass. The browser's connectivity checks reach the box's own candidates anyway,
+      and the box learns the browser's real address from them (a peer-reflexive candidate).
+    * malformed ones (a port outside 1-65535, an address that is not an IP literal, a
+      transport other than UDP): aioice would send to them from a background task, whose
+      failure nobody awaits (an SDP fuzz left such errors behind), so they are dropped here.
     """
     lines = sdp.splitlines()
-    kept = [ln for ln in lines if not (ln.startswith("a=candidate:") and ".local " in ln)]
+    kept = [
+        ln
+        for ln in lines
+        if not ln.startswith("a=candidate:") or candidate_problem(ln[len("a=candidate:") :]) is None
+    ]
     return "\r\n".join(kept) + "\r\n" if len(kept) != len(lines) else sdp
+
+
+def candidate_problem(text: str) -> str | None:
+    """Why the candidate ``text`` (after ``candidate:``) is not tried, or None."""
+    parts = text.split()
+    if len(parts) < 8 or parts[6] != "typ":
+        return "a candidate reads: foundation component transport priority address port typ …"
+    transport, address, port = parts[2].lower(), parts[4], parts[5]
+    if transport != "udp":
+        return f"candidate transport {parts[2]!r} is not tried (UDP only)"
+    if address.endswith(".local"):
+        return "mDNS candidates are not resolved"
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return f"candidate address {address[:64]!r} is not an IP address"
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        return f"candidate port {port[:16]!r} is not 1-65535"
+    if not parts[1].isdigit() or not parts[3].isdigit():
+        return "candidate component and priority must be numbers"
+    return None
