@@ -8,12 +8,14 @@ what the operator's screen shows. Unpinned zones and partitions take their posit
 site file plus one.
 
 The AES key never enters the model (it would show in reprs and dumps): the model holds the
-path of the key file, checks the key once at load time, and :func:`load_key` reads it again
-when the transmitter starts.
+path of the key file, checks the key at load time in the process that may read it (edge-alarm,
+or root running `edge config check`; edge-video and `edge panel` load the same file without
+access to the key), and :func:`load_key` reads it again when the transmitter starts.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import string
 from pathlib import Path
@@ -128,7 +130,8 @@ class Dc09Config(Strict):
             if str(rcv) in seen:
                 raise ValueError(f"{name} is the same receiver as {seen[str(rcv)]} ({rcv})")
             seen[str(rcv)] = name
-        if self.key_file is not None:
+        path = self.key_path()
+        if path is not None and _ours(path):
             load_key(self)  # fails early, never shows the key
         return self
 
@@ -140,6 +143,21 @@ class Dc09Config(Strict):
         if self.key_file is None:
             return None
         return Path(SECRETS_DIR, self.key_file)  # an absolute key_file replaces the dir
+
+
+def _ours(path: Path) -> bool:
+    """Whether this process is the key's reader (edge-alarm, or root running `edge config
+    check`): other services load the same site file without access to the key, and must not
+    fail on it; the reader checks it at its own start."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return True  # load_key says it is missing
+    except PermissionError:
+        return False  # a directory on the way is closed to us: not ours to read
+    except (OSError, ValueError):  # NUL in the path, a loop...: load_key reports it
+        return True
+    return os.access(path, os.R_OK)
 
 
 def _mapping_problems(mapping: dict[str, int], top: int) -> list[str]:

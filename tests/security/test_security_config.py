@@ -192,6 +192,22 @@ def test_dc09_key_file_kinds_and_modes(tmp_path: Path) -> None:
     assert parse_config(dc09_site(str(key_file(tmp_path)))).dc09 is not None
 
 
+def test_dc09_key_is_checked_by_its_reader_only(tmp_path: Path) -> None:
+    """edge-video and `edge panel` load the same site file without access to the DC-09 key
+    (edge's, 0600): they must not fail on it. The reader (edge-alarm, root) still checks it."""
+    key = key_file(tmp_path, text="not a key")
+    text = dc09_site(str(key))
+    with pytest.raises(ConfigError, match="key_file"):
+        parse_config(text)  # the reader sees the broken key
+    for parent in (tmp_path, *tmp_path.parents):  # traversable, as /etc/edge/secrets is
+        parent.chmod(parent.stat().st_mode | 0o001)
+    os.seteuid(65534)  # another service's user, in this process
+    try:
+        assert parse_config(text).dc09 is not None
+    finally:
+        os.seteuid(0)
+
+
 def central_site(key: str) -> str:
     return BASE + f'[central]\nhost = "c.example"\nkey_file = "{key}"\n'
 
