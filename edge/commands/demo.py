@@ -145,13 +145,21 @@ def _web_user(cfg: Any) -> str:
 
     from edge.web.credentials import set_password
 
-    password = secrets.token_urlsafe(9)
-    set_password(Path(cfg.web.credentials_file), DEMO_WEB_USER, password)
+    password = secrets.token_urlsafe(12)
+    set_password(Path(cfg.web.credentials_file), DEMO_WEB_USER, password, site_id=cfg.site.id)
     host = "127.0.0.1" if cfg.web.listen in ("0.0.0.0", "::") else cfg.web.listen
-    return (
-        f"Live view on the LAN: http://{host}:{cfg.web.port}/  user {DEMO_WEB_USER}, "
+    host = f"[{host}]" if ":" in host else host
+    scheme = "https" if cfg.web.https else "http"
+    text = (
+        f"Live view: {scheme}://{host}:{cfg.web.port}/  user {DEMO_WEB_USER}, "
         f"password {password}\n"
     )
+    if cfg.web.https and not cfg.web.tls_cert:
+        from edge.web.tls import ensure_certificate, fingerprint, read_certificate
+
+        path, _ = ensure_certificate(cfg.web, cfg.site.id)
+        text += f"  certificate SHA-256 {fingerprint(read_certificate(path))}\n"
+    return text
 
 
 def _explain(path: Path, cfg: Any) -> None:
