@@ -124,7 +124,7 @@ def test_topic_helpers_map_both_ways() -> None:
 def test_generated_config_lists_explicit_topics(tmp_path: Path, pki: Pki) -> None:
     cfg = site_config(tmp_path, A, 1883)
     plain = render_local_config(cfg)
-    assert "persistence false" in plain and "connection" not in plain
+    assert "persistence false" in plain and "\nconnection " not in plain
     text = render_local_config(cfg, central_section(pki, A, 8883))
     lines = text.splitlines()
     assert f"remote_clientid {A}" in lines and "bridge_insecure false" in lines
@@ -140,7 +140,7 @@ def test_generated_config_lists_explicit_topics(tmp_path: Path, pki: Pki) -> Non
         i for i, line in enumerate(lines) if line.startswith(("user ", "log_", "max_"))
     )
     disabled = central_section(pki, A, 8883, enabled=False)
-    assert "connection" not in render_local_config(cfg, disabled)
+    assert "\nconnection " not in render_local_config(cfg, disabled)
 
 
 def test_key_mode_checked_only_when_the_key_exists(tmp_path: Path) -> None:

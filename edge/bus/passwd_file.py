@@ -58,6 +58,8 @@ def owner_of(name: str) -> tuple[int, int] | None:
 
 def create(identities_dir: Path, name: str) -> str:
     """Write a new password for ``name`` (replacing any) and return it."""
+    # Enter, not list (as systemd/edge.tmpfiles sets it): each service opens its own file.
+    Path(identities_dir).mkdir(parents=True, exist_ok=True, mode=0o711)
     password = new_password()
     write_secret(
         identity.identity_path(identities_dir, name),
