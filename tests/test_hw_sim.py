@@ -12,12 +12,13 @@ from gpiozero import MCP3008, DigitalInputDevice
 from gpiozero.pins.mock import MockFactory
 
 from edge.alarm.inputs import Inputs, Reading
-from edge.alarm.loops import LoopState, volts_from_ohms
 from edge.config import SiteConfig, parse_config
 from edge.config.models import Hardware
 from edge.errors import CommandError, EdgeError, HardwareError
-from edge.hw.pins import SpiPins, make_pin_factory, spi_pins
+from edge.hw.pins import make_pin_factory
 from edge.hw.sim import SimFactory, SimHardware
+from edge.loops import LoopState, volts_from_ohms
+from edge.pinout import SpiPins, spi_pins
 
 N, A, TS, TC, F = (
     LoopState.NORMAL,

@@ -13,12 +13,12 @@ from gpiozero import DigitalInputDevice
 from gpiozero.pins.mock import MockFactory
 
 from edge.alarm.inputs import Inputs, Reading, SampleDebounce, samples_needed
-from edge.alarm.loops import LoopState, volts_from_ohms
 from edge.config import SiteConfig, parse_config
 from edge.errors import HardwareError
-from edge.hw.pins import spi_pins
 from edge.hw.sim import SimFactory
 from edge.hw.sim_adc import SimMCP3008
+from edge.loops import LoopState, volts_from_ohms
+from edge.pinout import spi_pins
 
 N, A, TS, TC, F = (
     LoopState.NORMAL,

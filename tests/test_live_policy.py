@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.alarm.live_policy import SCAN_LIMIT, LiveAccess, is_alarm, lookback, refusal
 from edge.config.live import LiveConfig
 from edge.events import Event, Kind
 from edge.journal import Journal
 from edge.journal_schema import iso_utc, parse_iso
+from edge.live_policy import SCAN_LIMIT, LiveAccess, is_alarm, lookback, refusal
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
 WINDOW_MIN = 15

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.alarm.loops import LoopModel, LoopState, ohms_from_volts, volts_from_ohms
 from edge.config import parse_config
+from edge.loops import LoopModel, LoopState, ohms_from_volts, volts_from_ohms
 
 N, A = LoopState.NORMAL, LoopState.ALARM
 TS, TC, F = LoopState.TAMPER_SHORT, LoopState.TAMPER_CUT, LoopState.FAULT

@@ -22,11 +22,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from edge.alarm.loops import LoopState
 from edge.alarm.panel import AlarmPanel, Outcome
 from edge.alarm.zones import SWINGER_KINDS
 from edge.config.site import SiteConfig
 from edge.events import RESTORE_OF, Event, Kind
+from edge.loops import LoopState
 
 ZONES: list[dict[str, Any]] = [
     {"id": "door", "type": "delayed", "partition": "a", "part_set": True},

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from edge.alarm.loops import LoopState
 from edge.alarm.panel import AlarmPanel, Outcome, OutputAction
 from edge.config.site import SiteConfig
 from edge.errors import CommandError
 from edge.events import Kind
+from edge.loops import LoopState
 
 N, A, CUT = LoopState.NORMAL, LoopState.ALARM, LoopState.TAMPER_CUT
 PARIS = dt.timezone(dt.timedelta(hours=1))

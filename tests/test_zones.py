@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from edge.alarm.loops import LoopState
 from edge.alarm.panel import AlarmPanel, Outcome
 from edge.alarm.zones import SWINGER_WINDOW_S
 from edge.config.site import SiteConfig
 from edge.errors import CommandError
 from edge.events import Kind
+from edge.loops import LoopState
 
 N, A = LoopState.NORMAL, LoopState.ALARM
 SHORT, CUT, FAULT = LoopState.TAMPER_SHORT, LoopState.TAMPER_CUT, LoopState.FAULT

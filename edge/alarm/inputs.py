@@ -23,11 +23,11 @@ from typing import Any
 
 from gpiozero import MCP3008, DigitalInputDevice
 
-from edge.alarm.loops import LoopModel, LoopState, ohms_from_volts
 from edge.config.models import AdcInput, GpioInput
 from edge.config.site import SiteConfig
 from edge.errors import HardwareError
-from edge.hw.pins import spi_pins
+from edge.loops import LoopModel, LoopState, ohms_from_volts
+from edge.pinout import spi_pins
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,6 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, Literal
 
-from edge.alarm.loops import LoopState
 from edge.alarm.partitions import (
     MODES,
     ArmingRules,
@@ -67,6 +66,7 @@ from edge.alarm.zones import (
 from edge.config.site import SiteConfig
 from edge.errors import CommandError
 from edge.events import Kind
+from edge.loops import LoopState
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,6 @@ import dataclasses
 import logging
 from typing import Any, Literal
 
-from edge.alarm.loops import LoopState
 from edge.alarm.siren import OutputAction, Siren
 from edge.alarm.zones import (
     BYPASS_FORCE,
@@ -41,6 +40,7 @@ from edge.alarm.zones import (
 )
 from edge.config.models import Partition, Zone
 from edge.events import Event, Kind
+from edge.loops import LoopState
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from edge.alarm.loops import LoopState
 from edge.config.models import ENTRY_DELAY_MAX_S, Partition, Zone
 from edge.events import RESTORE_OF, Event, Kind
+from edge.loops import LoopState
 
 BURGLARY_TYPES = frozenset({"instant", "delayed"})
 HOUR24_TYPES = frozenset({"tamper", "box_tamper", "panic", "holdup", "fire", "technical"})

@@ -25,12 +25,12 @@ from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from edge.alarm.loops import OPEN_MULTIPLE, SHORT_FRACTION, LoopModel, volts_from_ohms
 from edge.config.load import DEFAULT_PATH, parse_config
 from edge.config.models import ID_PATTERN
 from edge.config.site import SiteConfig
 from edge.errors import ConfigError
 from edge.events import Kind
+from edge.loops import OPEN_MULTIPLE, SHORT_FRACTION, LoopModel, volts_from_ohms
 
 _PATTERN_WORDS = {
     ID_PATTERN: "lowercase letters, digits, `-`, `_`; 1–32 characters, first a letter or digit",

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edge.alarm.loops import LoopModel
+from edge.loops import LoopModel
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 MCP3008_CHANNELS = 8

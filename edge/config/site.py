@@ -24,7 +24,7 @@ from edge.config.models import (
 from edge.config.remote import RemoteConfig
 from edge.config.uplink import HeartbeatConfig, OutboxConfig
 from edge.config.video import Video
-from edge.hw.pins import spi_pins
+from edge.pinout import spi_pins
 
 # Cross-section problems travel in one ValueError; the loader splits them again.
 CROSS_SEPARATOR = "\n"

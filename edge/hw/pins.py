@@ -8,52 +8,19 @@ for the simulated ones without a global switch.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import warnings
 from typing import Any
 
-from edge.config.models import Adc, Hardware
+from edge.config.models import Hardware
 from edge.errors import HardwareError
 
 log = logging.getLogger(__name__)
-
-# BCM pin numbers of the SPI buses the MCP3008 can sit on. gpiozero 2.0 only knows SPI0 as
-# hardware SPI; on SPI1 it bit-bangs the same pins (slower, but the ADC does not care).
-_SPI_BUSES: dict[int, tuple[int, int, int, tuple[int, ...]]] = {
-    0: (11, 10, 9, (8, 7)),
-    1: (21, 20, 19, (18, 17, 16)),
-}
 
 _NO_GPIO_HINT = (
     "is this a Raspberry Pi? install lgpio (apt install python3-lgpio) on a Pi, or set "
     'hardware.backend = "sim" to run without hardware'
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class SpiPins:
-    """BCM numbers of the four SPI lines of one ADC."""
-
-    clock: int
-    mosi: int
-    miso: int
-    select: int
-
-    def as_kwargs(self) -> dict[str, str]:
-        """Arguments of a gpiozero SPI device (pin names, so both schemes agree)."""
-        return {
-            "clock_pin": f"GPIO{self.clock}",
-            "mosi_pin": f"GPIO{self.mosi}",
-            "miso_pin": f"GPIO{self.miso}",
-            "select_pin": f"GPIO{self.select}",
-        }
-
-
-def spi_pins(adc: Adc) -> SpiPins:
-    """Pins of the configured ADC; explicit pins let gpiozero pick hardware SPI where it can."""
-    clock, mosi, miso, selects = _SPI_BUSES[adc.spi_port]
-    return SpiPins(clock, mosi, miso, selects[adc.spi_device])
 
 
 def make_pin_factory(hw: Hardware) -> Any:

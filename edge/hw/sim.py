@@ -17,12 +17,12 @@ from typing import Any
 from gpiozero.exc import PinFixedPull, PinInvalidPull
 from gpiozero.pins.mock import MockFactory, MockPin, MockSPIClockPin, MockSPISelectPin
 
-from edge.alarm.loops import volts_from_ohms
 from edge.config.models import AdcInput, GpioInput
 from edge.config.site import SiteConfig
 from edge.errors import CommandError, HardwareError
-from edge.hw.pins import SpiPins, spi_pins
 from edge.hw.sim_adc import SimMCP3008, SimSPI, SimSPIShared
+from edge.loops import volts_from_ohms
+from edge.pinout import SpiPins, spi_pins
 
 log = logging.getLogger(__name__)
 

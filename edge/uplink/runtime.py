@@ -144,7 +144,7 @@ def _command_channel(
     journal_event: Callable[[Event], None],
     restart: Callable[[str], None],
 ) -> Any:
-    from edge.alarm.live_policy import SCAN_LIMIT, LiveAccess
+    from edge.live_policy import SCAN_LIMIT, LiveAccess
     from edge.uplink.commands import NONCE_FILE, CommandVerifier, NonceStore
     from edge.uplink.remote import CommandChannel
 
