@@ -99,8 +99,12 @@ def write_passwd(identities_dir: Path) -> Path:
         creds = identity.load_credentials(identities_dir, name)
         lines.append(f"{name}:{hash_password(creds.password)}")
     path = identity.identity_path(identities_dir, identity.PASSWD_FILE)
-    owner = _ids(BROKER_USER, BROKER_USER) if os.geteuid() == 0 else None
-    return write_secret(path, ("\n".join(lines) + "\n").encode(), owner=owner)
+    return write_secret(path, ("\n".join(lines) + "\n").encode(), owner=broker_owner())
+
+
+def broker_owner() -> tuple[int, int] | None:
+    """(uid, gid) of the broker's user when root writes the broker's files, else None."""
+    return _ids(BROKER_USER, BROKER_USER) if os.geteuid() == 0 else None
 
 
 def passwd_users(identities_dir: str | Path) -> list[str]:

@@ -74,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
                 note = "" if name in admitted else "  (not yet admitted: run `edge bus init`)"
                 kind = "service" if identity.is_service(name) else "local user"
                 print(f"{name:<16} {kind}{note}")
+        if args.action in ("passwd", "remove") and Path(cfg.paths.run_dir).is_dir():
+            from edge.uplink.broker import write_acl
+
+            write_acl(cfg)  # the running broker takes both files on reload (HUP)
     except (ValueError, SecretFileError, PermissionError, OSError) as exc:
         print(f"error: {_words(exc)}", file=sys.stderr)
         return EX_USAGE

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from edge.bus.identity import PASSWD_FILE, identity_path
-from edge.bus.passwd_file import passwd_users
+from edge.bus.passwd_file import broker_owner, passwd_users
 from edge.config import SiteConfig
 from edge.config.central import CentralConfig
 from edge.errors import ConfigError
@@ -106,6 +106,9 @@ def write_acl(cfg: SiteConfig) -> list[str]:
     path = acl_path(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, render_acl(users, cfg.site.id).encode(), mode=0o600)
+    owner = broker_owner()
+    if owner is not None:  # root (`edge bus passwd`) writes it for the broker's user
+        os.chown(path, *owner)
     return users
 
 
