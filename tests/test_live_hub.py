@@ -21,7 +21,7 @@ from edge.journal_schema import parse_iso
 from edge.video.frames import EncodedPacket, nal_units
 from edge.video.live.api import LiveRefused
 from edge.video.live.feed import LiveFeed
-from edge.video.live.hub import HUNG_UP, LiveHub
+from edge.video.live.hub import HUNG_UP, REPLACED, LiveHub
 from edge.video.live.session import LiveSession
 from edge.video.ring import PacketRing
 from edge.video.sources.synthetic import SyntheticSource
@@ -238,6 +238,34 @@ def test_on_end_is_told_only_of_central_sessions_the_box_ended() -> None:
 
 
 # -- LAN (WHEP) -------------------------------------------------------------------------------
+def test_the_central_station_always_gets_a_slot_lan_viewers_make_room() -> None:
+    async def run() -> None:
+        box = Box(site_config(viewers_per_camera=2))
+        box.grant("lan-old", via="lan")
+        box.grant("lan-new", via="lan")
+        box.hub.sessions["lan-old"].connected_once = True
+        box.hub.sessions["lan-new"].connected_once = True
+        box.grant("c1")  # full of LAN viewers: the most recent one makes room
+        assert set(box.hub.sessions) == {"lan-old", "c1"}
+        box.grant("c2")
+        assert set(box.hub.sessions) == {"c1", "c2"}
+        await asyncio.sleep(0)  # the ends run as tasks
+        await box.hub.close_all("test over")
+        ended = {b["session"]: b["why"] for _, b in box.reports if b["event"] == "ended"}
+        assert ended["lan-new"] == ended["lan-old"] == REPLACED
+        # Central sessions compete only with each other: the cap holds for them.
+        full = Box(site_config(viewers_per_camera=1))
+        full.grant("c1")
+        assert refused(lambda: full.grant("c2")).code == "viewer_cap"
+        with pytest.raises(LiveRefused) as info:
+            await full.hub.open_lan("yard", "v=0", user="alice", remote="192.0.2.7")
+        assert info.value.code == "viewer_cap"  # a LAN viewer never ends a central session
+        assert set(full.hub.sessions) == {"c1"}
+        await full.hub.close_all("test over")
+
+    asyncio.run(run())
+
+
 def test_open_lan_refusals_are_reported_as_refused() -> None:
     async def run() -> None:
         box = Box(site_config(viewers_per_camera=1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -237,3 +238,69 @@ def test_config_may_come_before_the_action(site: Path, users_file: Path) -> None
     before = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env)
     assert before.returncode == 0, before.stderr
     assert before.stdout.split() == ["tech"]
+
+
+# -- run as root: the file goes to the service user ---------------------------------------------
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+
+
+@needs_root
+def test_as_root_the_file_is_given_to_the_service_user_and_still_readable(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    import pwd
+    import tempfile
+
+    from edge.commands.web import service_owner
+
+    nobody = pwd.getpwnam("nobody")
+    base = Path(tempfile.mkdtemp(dir="/tmp"))  # pytest's own tmp is root's 0700
+    try:
+        base.chmod(0o711)
+        (base / "secrets").mkdir(mode=0o711)
+        target = base / "secrets" / "web-users"
+        owner, hint = service_owner(target, names=("no-such-user-here", "nobody"))
+        assert owner == (nobody.pw_uid, nobody.pw_gid) and hint == ""
+        set_password(target, "installer", PASSWORD, owner=owner)
+        st = target.stat()
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (nobody.pw_uid, 0o600)
+        # root reads it again (as its owner, which proves the service can) to add a user
+        set_password(target, "tech", PASSWORD, owner=owner)
+        assert users(target, owner=owner) == ["installer", "tech"]
+        assert target.stat().st_uid == nobody.pw_uid and os.geteuid() == 0
+    finally:
+        import shutil
+
+        shutil.rmtree(base)
+
+
+@needs_root
+def test_as_root_without_a_service_user_it_says_what_to_run(site: Path, users_file: Path) -> None:
+    import pwd
+
+    for name in ("edge-video", "edge"):
+        with contextlib.suppress(KeyError):
+            pwd.getpwnam(name)
+            pytest.skip(f"user {name} exists on this machine")
+    done = edge_web(site, "passwd", "installer", "--stdin", stdin=PASSWORD + "\n")
+    assert done.returncode == 0, done.stderr
+    assert "no user edge-video or edge on this box" in done.stderr
+    assert f"chown edge-video:edge-video {users_file} && chmod 600 {users_file}" in done.stderr
+
+
+def test_cli_cert_makes_the_certificate_once_and_shows_its_fingerprint(
+    site: Path, users_file: Path
+) -> None:
+    first = edge_web(site, "cert")
+    assert first.returncode == 0, first.stderr
+    pem = users_file.parent / "web-tls.pem"
+    assert f"made certificate {pem}" in first.stdout
+    assert stat.S_IMODE(pem.stat().st_mode) == 0o600
+    line = next(ln for ln in first.stdout.splitlines() if ln.startswith("SHA-256 fingerprint:"))
+    assert len(line.split(": ", 1)[1].split(":")) == 32
+    again = edge_web(site, "cert")
+    assert again.returncode == 0 and "made" not in again.stdout and line in again.stdout
+    plain = site.parent / "plain.toml"
+    plain.write_text(site.read_text() + "https = false\n")
+    off = edge_web(plain, "cert")
+    assert off.returncode == 0 and "plain HTTP" in off.stdout

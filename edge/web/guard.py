@@ -6,7 +6,8 @@ scrypt makes each guess cost; these limits make guessing slow whatever the guess
   (an IPv6 client is keyed by its /64, which a LAN host can fill with addresses) and that
   address waits for the rest of the minute, even with the right password, so a guesser
   cannot tell when it found one;
-* in total: more than ``total`` failures within a minute from all addresses together and
+* in total: more than ``total`` failures within a minute from all addresses together (the
+  checks under way count as failures until they end, so concurrency buys nothing) and
   every address that has not logged in successfully before waits too. This stops a guesser
   who rotates addresses (a LAN host can use any number of them), while an installer who
   logged in before keeps working from the address it used;
@@ -86,6 +87,7 @@ class LoginGuard:
         )
         self._trusted: collections.OrderedDict[str, float] = collections.OrderedDict()
         self.untracked = 0  # failures from addresses the full table could not remember
+        self.in_flight = 0  # checks under way: each may be a failure, so each counts
 
     # -- questions -------------------------------------------------------------------------
     def wait(self, remote: str, user: str | None) -> Wait | None:
@@ -187,8 +189,8 @@ class LoginGuard:
     # -- in total ---------------------------------------------------------------------------
     def _total_wait(self, now: float) -> float:
         _expire(self._all, now - self.window)
-        if len(self._all) > self.total:
-            return self._all[0] + self.window - now
+        if len(self._all) + self.in_flight > self.total:
+            return self._all[0] + self.window - now if self._all else 1.0
         return 0.0
 
     def _is_trusted(self, key: str, now: float) -> bool:

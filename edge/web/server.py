@@ -122,7 +122,7 @@ class WebServer:
             clock=clock,
         )
         self.refusals = RefusalLog(hub.audit)
-        self.limits = limits or ConnectionLimits()
+        self.limits = limits if limits is not None else ConnectionLimits()
         self._files = {name: _static(name) for name in STATIC}
         self._checks = 0
         self._slots = asyncio.Semaphore(CHECKS_AT_ONCE)
@@ -354,7 +354,12 @@ class WebServer:
             raise _Refusal(503, f"no web user is configured on this box: {PASSWD_HINT}")
         if header is None:
             raise self._unauthorised("log in with a user created by `edge web passwd USER`")
-        if auth is None or not await self._check(auth.login, auth.password):
+        self.guard.in_flight += 1
+        try:
+            ok = auth is not None and await self._check(auth.login, auth.password)
+        finally:
+            self.guard.in_flight -= 1
+        if auth is None or not ok:
             user = auth.login if auth else None
             known = user is not None and self.credentials.has(user)
             self.guard.failed(remote, user, known_user=known)
