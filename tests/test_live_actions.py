@@ -91,6 +91,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("actions")
     secret = tmp / "onvif-password"
     secret.write_text("cam-pass\n")
+    secret.chmod(0o600)  # a secret file (edge.secret_files)
     with FakeOnvifCamera(username="admin", password="cam-pass") as camera:
         broker = start_mosquitto(tmp / "broker")
         extra = EXTRA.format(onvif_url=camera.url, password_file=secret)
