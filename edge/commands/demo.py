@@ -151,8 +151,7 @@ def _web_user(cfg: Any) -> str:
     host = f"[{host}]" if ":" in host else host
     scheme = "https" if cfg.web.https else "http"
     text = (
-        f"Live view: {scheme}://{host}:{cfg.web.port}/  user {DEMO_WEB_USER}, "
-        f"password {password}\n"
+        f"Live view: {scheme}://{host}:{cfg.web.port}/  user {DEMO_WEB_USER}, password {password}\n"
     )
     if cfg.web.https and not cfg.web.tls_cert:
         from edge.web.tls import ensure_certificate, fingerprint, read_certificate

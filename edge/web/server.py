@@ -24,8 +24,6 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from importlib import resources
-from typing import Any
 from urllib.parse import quote
 
 from aiohttp import BasicAuth, hdrs, web
@@ -34,6 +32,15 @@ from edge.config.live import WebConfig
 from edge.errors import ConfigError
 from edge.tasks import within
 from edge.video.live.api import LiveHubApi, LiveRefused
+from edge.web.answers import (
+    STATIC,
+    USER_KEY,
+    Refusal,
+    no_trickle,
+    refused,
+    security_headers,
+    static_file,
+)
 from edge.web.connections import BODY_S, IDLE_S, ConnectionLimits, GuardedSite
 from edge.web.credentials import PASSWD_HINT, Credentials
 from edge.web.guard import LoginGuard
@@ -48,56 +55,10 @@ OPEN_TIMEOUT_S = 20.0  # the hub gathers ICE candidates before it answers
 CLOSE_TIMEOUT_S = 5.0
 MAX_CHECKS = 16  # password checks waiting at once; more are told to retry
 CHECKS_AT_ONCE = 2  # scrypt checks running at once (CPU left to the cameras)
-VIEWER_CAP_RETRY_S = 10
 SHUTDOWN_S = 3.0
 TICK_S = 1.0  # refused-login summaries are sent at most this late
 # aiohttp's request limits: one header line, one field, and how many fields.
 MAX_LINE, MAX_FIELD, MAX_HEADERS = 4096, 4096, 32
-
-# LiveRefused code -> HTTP status; the body is the hub's sentence.
-STATUS = {
-    "unknown_camera": 404,
-    "unknown_session": 404,
-    "viewer_cap": 503,
-    "policy": 403,
-    "unauthorised": 403,
-    "disabled": 503,
-    "bad_offer": 400,
-    "busy": 503,
-}
-
-# The page loads its own script and style only: no inline code, nothing from elsewhere.
-CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-    "img-src 'self'; media-src 'self' blob:; base-uri 'none'; form-action 'none'; "
-    "frame-ancestors 'none'"
-)
-# Where the access log finds the user of a request (aiohttp before 3.13 has no RequestKey).
-USER_KEY: Any = web.RequestKey("user", str) if hasattr(web, "RequestKey") else "user"
-STATIC = {
-    "index.html": "text/html",
-    "viewer.js": "text/javascript",
-    "viewer.css": "text/css",
-}
-
-
-class _Refusal(Exception):
-    """A request answered with ``status`` and a one-sentence text/plain body."""
-
-    def __init__(
-        self,
-        status: int,
-        reason: str,
-        headers: dict[str, str] | None = None,
-        *,
-        login: bool = False,
-    ) -> None:
-        super().__init__(reason)
-        self.status, self.reason, self.headers = status, reason, headers or {}
-        self.login = login or status in (401, 429)  # a refused login (summarised)
-
-    def response(self) -> web.Response:
-        return web.Response(status=self.status, text=self.reason + "\n", headers=self.headers)
 
 
 class WebServer:
@@ -123,7 +84,7 @@ class WebServer:
         )
         self.refusals = RefusalLog(hub.audit)
         self.limits = limits if limits is not None else ConnectionLimits()
-        self._files = {name: _static(name) for name in STATIC}
+        self._files = {name: static_file(name) for name in STATIC}
         self._checks = 0
         self._slots = asyncio.Semaphore(CHECKS_AT_ONCE)
         self._runner: web.AppRunner | None = None
@@ -134,14 +95,14 @@ class WebServer:
     def app(self) -> web.Application:
         """The aiohttp application (also usable with aiohttp's test server)."""
         app = web.Application(client_max_size=MAX_OFFER, middlewares=[self._log_and_refuse])
-        app.on_response_prepare.append(_security_headers)
+        app.on_response_prepare.append(security_headers)
         app.router.add_get("/", self._page)
         app.router.add_get("/static/{name}", self._static)
         app.router.add_get("/api/site", self._site_info)
         app.router.add_post("/whep/{camera}", self._offer)
-        app.router.add_patch("/whep/{camera}", _no_trickle("POST"))
+        app.router.add_patch("/whep/{camera}", no_trickle("POST"))
         app.router.add_delete("/whep/{camera}/{session}", self._delete)
-        app.router.add_patch("/whep/{camera}/{session}", _no_trickle("DELETE"))
+        app.router.add_patch("/whep/{camera}/{session}", no_trickle("DELETE"))
         return app
 
     async def start(self) -> None:
@@ -228,7 +189,7 @@ class WebServer:
         try:
             try:
                 response = await handler(request)
-            except _Refusal as refusal:
+            except Refusal as refusal:
                 response = refusal.response()
             status = response.status
             return response
@@ -253,7 +214,7 @@ class WebServer:
     async def _static(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         if name == "index.html" or name not in self._files:
-            raise _Refusal(404, "no such file")
+            raise Refusal(404, "no such file")
         return self._file(name)
 
     def _file(self, name: str) -> web.Response:
@@ -267,26 +228,26 @@ class WebServer:
         camera = request.match_info["camera"]
         user = await self._authorise(request, camera)
         if request.content_type != SDP:
-            raise _Refusal(415, f"send the SDP offer with Content-Type: {SDP}")
+            raise Refusal(415, f"send the SDP offer with Content-Type: {SDP}")
         try:
             body = await within(request.read(), BODY_S)
         except TimeoutError:
-            raise _Refusal(408, f"the SDP offer did not arrive within {BODY_S:g} s") from None
+            raise Refusal(408, f"the SDP offer did not arrive within {BODY_S:g} s") from None
         try:
             offer = body.decode("utf-8")
         except UnicodeDecodeError:
-            raise _Refusal(400, "the SDP offer is not UTF-8 text") from None
+            raise Refusal(400, "the SDP offer is not UTF-8 text") from None
         if not offer.strip():
-            raise _Refusal(400, "the request body must be an SDP offer")
+            raise Refusal(400, "the request body must be an SDP offer")
         remote = request.remote or "unknown"
         try:
             session, answer = await within(
                 self.hub.open_lan(camera, offer, user=user, remote=remote), OPEN_TIMEOUT_S
             )
         except LiveRefused as exc:
-            raise _refused(exc) from None
+            raise refused(exc) from None
         except TimeoutError:
-            raise _Refusal(503, "live view did not answer in time: try again") from None
+            raise Refusal(503, "live view did not answer in time: try again") from None
         log.info("live session %s: camera %s for %s from %s", session, camera, user, remote)
         location = f"/whep/{quote(camera, safe='')}/{quote(session, safe='')}"
         return web.Response(
@@ -299,12 +260,12 @@ class WebServer:
     async def _delete(self, request: web.Request) -> web.Response:
         user = await self._authorise(request)
         camera, session = request.match_info["camera"], request.match_info["session"]
-        missing = _Refusal(404, f"no live session {session} on camera {camera}")
+        missing = Refusal(404, f"no live session {session} on camera {camera}")
         owner = self.hub.session_owner(session)
         if owner is None or owner[0] != camera:
             raise missing
         if owner[1] != f"lan:{user}":
-            raise _Refusal(
+            raise Refusal(
                 403,
                 f"live session {session} was opened by someone else ({owner[1]}): only the "
                 "user who opened it (or the central station) can end it",
@@ -312,16 +273,16 @@ class WebServer:
         try:
             closed = await within(self.hub.close(session, f"stopped by {user}"), CLOSE_TIMEOUT_S)
         except LiveRefused as exc:
-            raise _refused(exc) from None
+            raise refused(exc) from None
         except TimeoutError:
-            raise _Refusal(503, "live view did not answer in time: try again") from None
+            raise Refusal(503, "live view did not answer in time: try again") from None
         if not closed:
             raise missing
         return web.Response(text="session closed\n")
 
     # -- authentication -----------------------------------------------------------------------
     async def _authorise(self, request: web.Request, camera: str = "") -> str:
-        """The user name of a request with good Basic credentials; _Refusal otherwise.
+        """The user name of a request with good Basic credentials; Refusal otherwise.
 
         Every refusal (401, 429, 503 at the check cap) is counted in the refused-login
         summary; only a wrong password or unreadable credentials count as a failed guess."""
@@ -336,7 +297,7 @@ class WebServer:
         login = auth.login if auth else ("(none)" if header is None else "(unreadable)")
         try:
             return await self._check_request(request, remote, header, auth)
-        except _Refusal as refusal:
+        except Refusal as refusal:
             if refusal.login:
                 self.refusals.refused(remote, login, refusal.status, camera)
             raise
@@ -346,12 +307,12 @@ class WebServer:
     ) -> str:
         wait = self.guard.wait(remote, auth.login if auth else None)
         if wait is not None:
-            raise _Refusal(429, wait.reason, {hdrs.RETRY_AFTER: str(wait.seconds)})
+            raise Refusal(429, wait.reason, {hdrs.RETRY_AFTER: str(wait.seconds)})
         if not self.credentials.configured:
             problem = self.credentials.problem
             if problem:
-                raise _Refusal(503, f"the web users file cannot be used: {problem}")
-            raise _Refusal(503, f"no web user is configured on this box: {PASSWD_HINT}")
+                raise Refusal(503, f"the web users file cannot be used: {problem}")
+            raise Refusal(503, f"no web user is configured on this box: {PASSWD_HINT}")
         if header is None:
             raise self._unauthorised("log in with a user created by `edge web passwd USER`")
         self.guard.in_flight += 1
@@ -371,7 +332,7 @@ class WebServer:
     async def _check(self, user: str, password: str) -> bool:
         """scrypt off the event loop, a bounded number at a time."""
         if self._checks >= MAX_CHECKS:
-            raise _Refusal(
+            raise Refusal(
                 503, "too many logins at once: retry", {hdrs.RETRY_AFTER: "2"}, login=True
             )
         self._checks += 1
@@ -381,41 +342,8 @@ class WebServer:
         finally:
             self._checks -= 1
 
-    def _unauthorised(self, reason: str) -> _Refusal:
-        return _Refusal(401, reason, {hdrs.WWW_AUTHENTICATE: f'Basic realm="edge {self.site_id}"'})
-
-
-def _refused(exc: LiveRefused) -> _Refusal:
-    headers: dict[str, str] = {}
-    if exc.code == "viewer_cap":
-        headers[hdrs.RETRY_AFTER] = str(VIEWER_CAP_RETRY_S)
-    return _Refusal(STATUS.get(exc.code, 503), exc.reason, headers)
-
-
-def _no_trickle(allow: str) -> Callable[[web.Request], Awaitable[web.Response]]:
-    async def handler(request: web.Request) -> web.Response:
-        raise _Refusal(
-            405,
-            "trickle ICE is not supported: the answer already carries every candidate",
-            {hdrs.ALLOW: allow},
-        )
-
-    return handler
-
-
-async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """On every answer, errors included: nothing cached (credentials and live state), no
-    content sniffing, no framing, nothing loaded or run but the page's own files."""
-    response.headers[hdrs.CACHE_CONTROL] = "no-store"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Content-Security-Policy"] = CSP
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Referrer-Policy"] = "no-referrer"
-
-
-def _static(name: str) -> bytes:
-    """A file of the page, from the installed package (package data ``edge.web/static``)."""
-    return (resources.files("edge.web") / "static" / name).read_bytes()
+    def _unauthorised(self, reason: str) -> Refusal:
+        return Refusal(401, reason, {hdrs.WWW_AUTHENTICATE: f'Basic realm="edge {self.site_id}"'})
 
 
 def _bind_problem(cfg: WebConfig, exc: OSError) -> str:
