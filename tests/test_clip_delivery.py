@@ -20,6 +20,7 @@ from support.central import Peer, central_section, console, start_box, start_cen
 from support.pki import Pki, make_pki
 
 from edge.bus import Bus
+from edge.bus.identity import load_credentials
 from edge.tasks import supervise
 from edge.video.clip_index import ClipIndex
 from edge.video.clips import ClipInfo, sha256_file, write_mp4
@@ -36,8 +37,11 @@ WAIT = 15.0
 class SenderThread:
     """A ClipSender on its own event loop, stoppable from the test."""
 
-    def __init__(self, box_url: str, index_path: Path) -> None:
-        self.box_url, self.index_path = box_url, index_path
+    def __init__(self, box: Broker, index_path: Path) -> None:
+        """The sender runs under edge-video's identity, as in the real service."""
+        assert box.identities is not None
+        self.box_url, self.index_path = box.url, index_path
+        self.credentials = load_credentials(box.identities, "edge-video")
         self.loop = asyncio.new_event_loop()
         self.stop_evt = asyncio.Event()  # binds to a loop at first use (3.10+)
         self.sender: ClipSender | None = None
@@ -46,7 +50,7 @@ class SenderThread:
         self.thread.start()
 
     async def _main(self) -> None:
-        bus = Bus(self.box_url, "clip-sender-test")
+        bus = Bus(self.box_url, "clip-sender-test", credentials=self.credentials)
         await bus.start()
         index = ClipIndex(self.index_path)
         self.sender = ClipSender(
@@ -156,7 +160,7 @@ def test_clip_resumes_after_central_outage_and_restart(
     assert chunks >= 8, f"clip too small for the test: {info.bytes} bytes"
     half = chunks // 2
     peer = open_console(central, pki)
-    sender = SenderThread(box.url, index_path)
+    sender = SenderThread(box, index_path)
     store: dict[int, bytes] = {}
     first: list[int] = []
     try:
@@ -173,7 +177,7 @@ def test_clip_resumes_after_central_outage_and_restart(
     assert progress.get(CLIP) == half
     central.restart()
     peer = open_console(central, pki)
-    sender = SenderThread(box.url, index_path)
+    sender = SenderThread(box, index_path)
     second: list[int] = []
     try:
         meta = json.loads(peer.expect(f"sites/{SITE}/clips/{EVENT}", WAIT).payload)
@@ -203,7 +207,7 @@ def test_clip_resumes_after_link_outage_with_sender_running(
     chunks = chunk_count(info.bytes, CHUNK)
     third = chunks // 3
     peer = open_console(central, pki)
-    sender = SenderThread(box.url, index_path)
+    sender = SenderThread(box, index_path)
     store: dict[int, bytes] = {}
     first: list[int] = []
     second: list[int] = []

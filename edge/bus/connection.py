@@ -291,9 +291,7 @@ class Connection:
         if reason.is_failure:
             self.last_error = f"the broker refused the connection: {reason}"
             if reason.value in (REFUSED_BAD_LOGIN, REFUSED_NOT_AUTHORISED):
-                who = (
-                    f"identity {self.identity!r}" if self.identity else "a client without identity"
-                )
+                who = f"identity {self.identity!r}" if self.identity else "no identity"
                 self.last_error += (
                     f" ({who}; the box broker admits only the identities in bus.identities_dir: "
                     "`sudo edge bus init` creates the services', `edge bus users` lists them)"

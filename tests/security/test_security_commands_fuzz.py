@@ -103,7 +103,17 @@ def meaning(payload: bytes) -> Any:
     if isinstance(data, dict) and isinstance(data.get("sig"), str):
         with contextlib.suppress(binascii.Error, ValueError):
             data["sig"] = base64.b64decode(data["sig"], validate=True)
-    return data
+    return _typed(data)
+
+
+def _typed(value: Any) -> Any:
+    """``value`` with each scalar tagged by its JSON type: true == 1 and 1.0 == 1 in Python,
+    not in a signed command (the verifier refuses "v": true)."""
+    if isinstance(value, dict):
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    return (type(value).__name__, value)
 
 
 def normalised(body: dict[str, Any]) -> Any:
