@@ -290,7 +290,7 @@ def test_publish_once_and_request_once(broker: Broker) -> None:
         )
         await task
         assert reply.json() == {"echo": 7}
-        with pytest.raises(TimeoutError, match="no reply on t/nobody"):
+        with pytest.raises(TimeoutError, match="nothing on t/nobody"):
             await asyncio.to_thread(request_once, broker.url, "t/req2", "", "t/nobody", 0.3)
         await responder.close()
 

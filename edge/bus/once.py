@@ -49,22 +49,7 @@ def request_once(
     command replies should therefore not be retained. Raises BusError when the broker cannot be
     reached and TimeoutError when nothing answers within ``timeout``.
     """
-
-    async def main() -> Message:
-        deadline = time.monotonic() + timeout
-        bus = Bus(url, _cli_client_id(), credentials=credentials)
-        sub = bus.subscribe(reply_topic, maxsize=16)
-        try:
-            await _connect(bus, timeout)
-            await bus.publish(topic, payload, timeout=max(0.0, deadline - time.monotonic()))
-            try:
-                return await sub.get(timeout=max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                raise TimeoutError(f"no reply on {reply_topic} within {timeout:g} s") from None
-        finally:
-            await bus.close()
-
-    return asyncio.run(main())
+    return _first(url, reply_topic, timeout, credentials, (topic, payload))
 
 
 def receive_once(
@@ -72,6 +57,17 @@ def receive_once(
 ) -> Message:
     """The first message on ``topic_filter`` (a retained one at once): waits without
     publishing anything, which an identity allowed only to read can do."""
+    return _first(url, topic_filter, timeout, credentials, None)
+
+
+def _first(
+    url: str,
+    topic_filter: str,
+    timeout: float,
+    credentials: Credentials | None,
+    request: tuple[str, Payload] | None,
+) -> Message:
+    """Subscribe, publish ``request`` if any, return the first message on ``topic_filter``."""
 
     async def main() -> Message:
         deadline = time.monotonic() + timeout
@@ -79,6 +75,9 @@ def receive_once(
         sub = bus.subscribe(topic_filter, maxsize=16)
         try:
             await _connect(bus, timeout)
+            if request is not None:
+                left = max(0.0, deadline - time.monotonic())
+                await bus.publish(request[0], request[1], timeout=left)
             try:
                 return await sub.get(timeout=max(0.0, deadline - time.monotonic()))
             except TimeoutError:
