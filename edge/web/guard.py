@@ -112,6 +112,10 @@ class LoginGuard:
             )
         return None
 
+    def trusted(self, remote: str) -> bool:
+        """Whether ``remote`` logged in successfully within TRUSTED_S."""
+        return self._is_trusted(address_key(remote), self.clock())
+
     def locked(self, remote: str) -> bool:
         """Whether ``remote`` itself is waiting (more than per_address failures)."""
         return self._address_wait(address_key(remote), self.clock()) > 0

@@ -54,6 +54,7 @@ MAX_OFFER = 64 * 1024  # bytes of an SDP offer (a browser's is 3-8 KB)
 OPEN_TIMEOUT_S = 20.0  # the hub gathers ICE candidates before it answers
 CLOSE_TIMEOUT_S = 5.0
 MAX_CHECKS = 16  # password checks waiting at once; more are told to retry
+TRUSTED_CHECKS = 4  # of which kept for addresses that logged in before
 CHECKS_AT_ONCE = 2  # scrypt checks running at once (CPU left to the cameras)
 SHUTDOWN_S = 3.0
 TICK_S = 1.0  # refused-login summaries are sent at most this late
@@ -317,7 +318,8 @@ class WebServer:
             raise self._unauthorised("log in with a user created by `edge web passwd USER`")
         self.guard.in_flight += 1
         try:
-            ok = auth is not None and await self._check(auth.login, auth.password)
+            trusted = self.guard.trusted(remote)
+            ok = auth is not None and await self._check(auth.login, auth.password, trusted)
         finally:
             self.guard.in_flight -= 1
         if auth is None or not ok:
@@ -329,9 +331,11 @@ class WebServer:
         request[USER_KEY] = auth.login
         return auth.login
 
-    async def _check(self, user: str, password: str) -> bool:
-        """scrypt off the event loop, a bounded number at a time."""
-        if self._checks >= MAX_CHECKS:
+    async def _check(self, user: str, password: str, trusted: bool = False) -> bool:
+        """scrypt off the event loop, a bounded number at a time; the last TRUSTED_CHECKS
+        places in the queue are kept for addresses that logged in before, so a burst of
+        guesses cannot turn the installer away with 503."""
+        if self._checks >= MAX_CHECKS - (0 if trusted else TRUSTED_CHECKS):
             raise Refusal(
                 503, "too many logins at once: retry", {hdrs.RETRY_AFTER: "2"}, login=True
             )

@@ -107,8 +107,10 @@ class LiveSession:
         pc.on("connectionstatechange", self._connection_changed)
         pc.on("datachannel", self._datachannel)
         pc.on("track", self._track)
+        before = asyncio.all_tasks()
         try:
             await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+            self._adopt(before)
             for t in pc.getTransceivers():  # audio the box will not play: tell the viewer
                 if t.kind == "audio" and t.sender.track is None and not self._talk_allowed():
                     t.direction = "inactive"
@@ -117,7 +119,26 @@ class LiveSession:
             raise LiveRefused("busy", "ICE gathering did not finish in time (TURN?)") from None
         except Exception as exc:  # ValueError, KeyError … and aiortc's own InternalError etc.
             raise LiveRefused("bad_offer", f"the SDP offer cannot be used: {exc}") from None
+        finally:
+            self._adopt(before)
         return str(pc.localDescription.sdp)
+
+    def _adopt(self, before: set[asyncio.Task[Any]]) -> None:
+        """Watch aiortc's fire-and-forget connect tasks started by the negotiation.
+
+        aiortc starts ``RTCPeerConnection.__connect`` with ``ensure_future`` and never looks
+        at it again; an offer that leaves a transceiver without transport makes it fail, and
+        its error would surface only as "Task exception was never retrieved". Retrieving it
+        here turns it into a log line; the session then never connects and the hub's idle
+        timeout ends it like any other.
+        """
+        for task in asyncio.all_tasks() - before:
+            if task.get_coro().__qualname__ in _AIORTC_BACKGROUND:  # type: ignore[union-attr]
+                task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.info("live session %s: WebRTC connect failed: %r", self.id, task.exception())
 
     def _audio(self, pc: RTCPeerConnection) -> None:
         if self.audio is None:
@@ -219,6 +240,7 @@ class LiveSession:
 
 
 _H264 = ("video/h264", "video/rtx")
+_AIORTC_BACKGROUND = ("RTCPeerConnection.__connect",)
 
 
 def usable_candidates(sdp: str) -> str:
