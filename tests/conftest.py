@@ -35,3 +35,12 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 def unix_broker(tmp_path: Path) -> Iterator[Broker]:
     """A real mosquitto on a unix socket, stopped at teardown."""
     yield from _mosquitto(tmp_path / "ubroker", unix=True)
+
+
+@pytest.fixture(autouse=True)
+def _nothing_written_to_etc_edge() -> Iterator[None]:
+    """A test works in its own directories: the box's /etc/edge must not appear because of it."""
+    existed = Path("/etc/edge").exists()
+    yield
+    if not existed:
+        assert not Path("/etc/edge").exists(), "the test wrote into /etc/edge"

@@ -118,6 +118,10 @@ def write_site(
         )
         + extra
     )
+    if "[web]" not in extra:
+        # No local web server unless the test asks for one: its defaults live in /etc/edge
+        # (users file, certificate) and port 8080, which a test must never touch.
+        text += "\n[web]\nenabled = false\n"
     path = workdir / "site.toml"
     path.write_text(text, encoding="utf-8")
     return path
