@@ -39,6 +39,10 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.config) if args.config else DEMO_SITE
     cfg = load_config(path)  # a ConfigError is reported by edge.cli (exit 78)
     procs: list[subprocess.Popen[bytes]] = []
+    # SIGTERM (systemd, `kill`, a closed terminal's session) unwinds like Ctrl-C, so the
+    # `finally` below stops the broker and the services instead of leaving them running.
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
     try:
         procs.append(_start_broker(cfg))
         procs.append(_start_service("alarm", path))
@@ -58,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for proc in reversed(procs):
             _stop(proc)
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _start_broker(cfg: Any) -> subprocess.Popen[bytes]:
