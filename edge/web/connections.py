@@ -14,9 +14,10 @@ a global cap *before* any TLS or HTTP work, then upgraded to TLS with
 ``loop.start_tls`` (handshake deadline included) and only then handed to aiohttp's request
 handler, to which it forwards every event. A sweeper closes any connection that has no
 request running and has not delivered a complete request head within ``header_s`` of its
-accept or ``idle_s`` of its last answer. At the cap, the connection idle for longest is
-closed to make room (so a flood of idle connections cannot lock the installer out: its
-fresh connection is the newest, the last to go); when every connection is busy, the new one
+accept or ``idle_s`` of its last answer. At the cap, an idle connection is
+closed to make room — from an address that never logged in first, then from the address
+holding the most, then the one idle for longest — so a flood of idle connections cannot lock
+the installer out; when every connection is busy, the new one
 is closed at once. Request bodies are read by the handlers under their own deadline.
 
 The caps sit far below the process's descriptor limit (1,024 by default): the cameras,
@@ -67,6 +68,8 @@ class ConnectionLimits:
         self._open: dict[_Connection, None] = {}  # in accept order
         self._per_address: collections.Counter[str] = collections.Counter()
         self._by_transport: dict[Any, _Connection] = {}
+        # Addresses that logged in before (the login guard's): their connections go last.
+        self.trusted: Callable[[str], bool] = lambda _key: False
         self.refused = 0  # connections closed at accept (every one busy at a cap)
         self.evicted = 0  # idle connections closed to make room
         self.expired = 0  # connections closed by a deadline
@@ -107,11 +110,18 @@ class ConnectionLimits:
         self._by_transport[transport] = conn
 
     def _evict(self, key: str | None) -> bool:
-        """Close the connection (of address ``key``, or any) idle for longest."""
+        """Close an idle connection of address ``key``, or of any address: first one from an
+        address that never logged in, then from the address holding the most connections,
+        then the one idle for longest. An installer who logged in before keeps its
+        connection even while a flood from many addresses fills the table (the flood's own
+        connections go first)."""
         idle = [c for c in self._open if not c.busy and (key is None or c.key == key)]
         if not idle:
             return False
-        victim = min(idle, key=lambda c: c.idle_since)
+        victim = min(
+            idle,
+            key=lambda c: (self.trusted(c.key), -self._per_address[c.key], c.idle_since),
+        )
         self.release(victim)
         victim.abort()
         self.evicted += 1

@@ -116,6 +116,10 @@ class LoginGuard:
         """Whether ``remote`` logged in successfully within TRUSTED_S."""
         return self._is_trusted(address_key(remote), self.clock())
 
+    def trusted_key(self, key: str) -> bool:
+        """:meth:`trusted` for an address already reduced by :func:`address_key`."""
+        return self._is_trusted(key, self.clock())
+
     def locked(self, remote: str) -> bool:
         """Whether ``remote`` itself is waiting (more than per_address failures)."""
         return self._address_wait(address_key(remote), self.clock()) > 0

@@ -85,6 +85,7 @@ class WebServer:
         )
         self.refusals = RefusalLog(hub.audit)
         self.limits = limits if limits is not None else ConnectionLimits()
+        self.limits.trusted = self.guard.trusted_key
         self._files = {name: static_file(name) for name in STATIC}
         self._checks = 0
         self._slots = asyncio.Semaphore(CHECKS_AT_ONCE)

@@ -214,6 +214,41 @@ def test_idle_connections_are_capped_and_evicted_and_the_installer_gets_in(
     asyncio.run(scenario())
 
 
+def test_a_known_installer_connection_outlives_a_flood_from_many_addresses(
+    tmp_path: Path,
+) -> None:
+    """The installer logged in before and holds a connection open (a keep-alive between two
+    requests); a flood from 60 addresses fills the table three times over: the flood's own
+    connections are closed to make room, the installer's stays, and its next request works."""
+
+    async def scenario() -> None:
+        limits = ConnectionLimits(total=20, per_address=4, header_s=30, idle_s=30)
+        async with server(tmp_path, limits) as web:
+            assert await login(web.port, "127.7.0.1") == 200  # trusted from now on
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", web.port, local_addr=("127.7.0.1", 0)
+            )
+            await asyncio.sleep(0.1)  # the oldest idle connection in the table
+            flood = [
+                await asyncio.open_connection(
+                    "127.0.0.1", web.port, local_addr=(f"127.8.0.{n + 1}", 0)
+                )
+                for n in range(60)
+            ]
+            await asyncio.sleep(0.2)
+            assert limits.evicted >= 40
+            assert not await closed_within(reader, 0.3)
+            token = base64.b64encode(f"installer:{PASSWORD}".encode()).decode()
+            request = f"GET /api/site HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {token}\r\n\r\n"
+            writer.write(request.encode())
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.split(b" ", 2)[1] == b"200"
+            for _, w in [*flood, (reader, writer)]:
+                w.close()
+
+    asyncio.run(scenario())
+
+
 def test_slow_and_silent_clients_are_closed_by_the_deadlines(tmp_path: Path) -> None:
     async def scenario() -> None:
         limits = ConnectionLimits(header_s=1.0, idle_s=1.0)
