@@ -184,7 +184,7 @@ def test_panic_gets_a_clip_with_pre_and_post_alarm_video(box: Box) -> None:
     start = records[0]["start_ts"]
     assert start <= event["ts"] and records[0]["end_ts"] > event["ts"]
     # edge-alarm journals the clip, linked to the event (every clip kept or deleted is).
-    saved = box.watch.wait("edge/events", timeout=5, kind="clip_saved").json()
+    saved = box.watch.wait("edge/events", timeout=15, kind="clip_saved").json()
     assert saved["details"]["clip_id"] == meta["clip_id"]
     assert event["id"] in saved["details"]["events"]
     assert saved["details"]["motion"] == ["frame"]
