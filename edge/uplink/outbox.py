@@ -351,6 +351,15 @@ class Outbox:
                               (transport, now, limit)).fetchall()  # fmt: skip
         return [OutboxItem(*row) for row in rows]
 
+    def oldest(self, transport: str, limit: int = 100) -> list[OutboxItem]:
+        """The oldest unacked items in journal order, whatever their retry time: for a
+        transport that sends strictly in order on its own retry schedule (DC-09)."""
+        self._known(transport)
+        with self._guarded("read") as db:
+            rows = db.execute(f"SELECT {_ITEM} FROM pending WHERE transport = ? ORDER BY seq "
+                              "LIMIT ?", (transport, limit)).fetchall()  # fmt: skip
+        return [OutboxItem(*row) for row in rows]
+
     def next_try(self, transport: str) -> float | None:
         """The earliest retry time of a transport (None when nothing is pending): how long
         a sender may sleep when :meth:`due` returned nothing."""
