@@ -4,16 +4,21 @@ Per frame, on an analysis frame of about 176 rows (integer-stride slicing, no re
 
 - the background is a float32 running average, and the difference is taken in float32, so a
   pixel going from 255 to 0 is a change of 255 (uint8 subtraction would wrap around to 1);
-- a global gain (median over grid cells of frame / background) is applied to the background
-  before the difference, so a slow dusk fade or an auto-exposure step does not light every cell up;
-- a pixel is changed when |frame - gain x background| exceeds pixel_threshold scaled by the
-  zone's sensitivity; a grid cell is changed when its changed share exceeds a share that also
+- lighting is not motion: when the light changes (lights on, dusk, an infrared camera's
+  day/night switch that greys the picture and changes its contrast and gamma), a global
+  monotonic tone map from background to frame is fitted on the still part of the scene and
+  the background is brought under the new light before the difference (motion_tone); what
+  the map does not explain is motion, so detection goes on through the change and an event
+  under way stays one event;
+- a pixel is changed when |frame - background| exceeds pixel_threshold scaled by the zone's
+  sensitivity; a grid cell is changed when its changed share exceeds a share that also
   follows sensitivity (5 % at 50, see motion_zones.cell_fraction); ignore polygons are zero in
   both frame and background so they never change and never count;
-- when the raw change covers at least lighting_fraction of the analysable frame, it is a
-  lighting change: the background is replaced by the frame, detection is held off for
-  lighting_holdoff_s while the background relearns fast (HOLDOFF_RATE), and
-  ``last_stats["lighting"]`` is set;
+- when, even after the tone map, at least lighting_fraction of the analysable frame changed
+  (the camera was moved, a light lit only part of the view), the background is replaced by
+  the frame and relearns fast (HOLDOFF_RATE) for lighting_holdoff_s; meanwhile no new event
+  starts and events under way are neither extended nor ended (they go on, or end at their
+  last motion, once the hold-off is over);
 - a zone is in motion after persistence_frames consecutive frames with at least min_cells
   changed cells; it ends once it has been quiet for persistence_frames frames *and*
   END_QUIET_S seconds of frame time, so an event does not flicker at 25 fps nor linger at 2 fps;
@@ -23,9 +28,9 @@ Per frame, on an analysis frame of about 176 rows (integer-stride slicing, no re
 
 Per-frame work is a handful of vectorised passes over preallocated buffers plus two small
 matrix products that count changed pixels per cell; the geometry is built once (motion_zones).
-The lighting share and the gain are global, so they are measured on 1/16 of the pixels, and
-the background learns every LEARN_EVERY-th frame at LEARN_EVERY times the rate (the same time
-constant, a quarter of the cost). bench/motion.py compares the cost with Frigate's detector.
+The frame-wide changed share and the tone map are global, so they are measured on 1/16 of the
+pixels, and the background learns every LEARN_EVERY-th frame at LEARN_EVERY times the rate (the
+same time constant, a quarter of the cost). bench/motion.py compares the cost with Frigate's.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import numpy.typing as npt
 
 from edge.config.video import Motion
 from edge.errors import EdgeError
+from edge.video.motion_tone import ToneMap, ToneSampler
 from edge.video.motion_zones import (
     BoolArray,
     F32Array,
@@ -52,15 +58,13 @@ from edge.video.motion_zones import (
 
 log = logging.getLogger(__name__)
 
-LIGHTING_STEP = 4  # the lighting share is measured on every 4th analysis pixel each way
-HOLDOFF_RATE = 0.25  # background learning rate while detection is held off
+HOLDOFF_RATE = 0.25  # background learning rate while new detections are held off
 MOTION_RATE_FACTOR = 0.1  # changed pixels learn at this fraction of the learning rate
 END_QUIET_S = 1.0  # an event ends after this much quiet frame time (and persistence frames)
-GAIN_LIMITS = (0.25, 4.0)  # bounds of the global gain correction
-GAIN_MIN_CELL_MEAN = 4.0  # cells darker than this in the background do not vote on the gain
-GAIN_DEADBAND = 0.01  # a gain this close to 1 is taken as 1 (saves a pass per frame)
 LEARN_EVERY = 4  # the background learns every 4th frame at 4x the rate: same time constant
 MAX_STEP_RATE = 0.1  # ... unless that step would exceed this; then it learns every frame
+LIGHTING_REPORT_SHARE = 0.2  # a tone change moving this share of the frame is reported ...
+LIGHTING_REPORT_GAP_S = 1.0  # ... once: not again within this time (a change over frames)
 
 
 class MotionInputError(EdgeError, ValueError):
@@ -69,7 +73,10 @@ class MotionInputError(EdgeError, ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class MotionEvent:
-    """Motion in one zone; ``end_s`` is None while it lasts. Cells are (column, row)."""
+    """Motion in one zone; ``end_s`` is None while it lasts. Cells are (column, row).
+
+    ``last_s`` / ``last_frame``: the last frame with motion so far (the end once it ended).
+    """
 
     zone: str
     action: str
@@ -79,6 +86,8 @@ class MotionEvent:
     end_frame: int | None
     peak_cells: int
     cells: list[tuple[int, int]]
+    last_s: float
+    last_frame: int
 
 
 class _Track:
@@ -117,6 +126,11 @@ class _Track:
             return self.close()
         return None
 
+    def hold(self) -> None:
+        """A frame the detector cannot judge: nothing builds up, an open event stays open."""
+        if not self.open:
+            self.run = 0
+
     def close(self) -> MotionEvent:
         self.open, self.run, self.quiet = False, 0, 0
         return self.event(ended=True)
@@ -132,6 +146,8 @@ class _Track:
             end_frame=self.last[0] if ended else None,
             peak_cells=self.peak,
             cells=[(int(c), int(r)) for r, c in zip(rows, cols, strict=True)],
+            last_s=self.last[1],
+            last_frame=self.last[0],
         )
 
 
@@ -157,42 +173,15 @@ def _groups(layout: Layout, base_threshold: int) -> list[_Group]:
     return groups
 
 
-class _Sample:
-    """Every LIGHTING_STEP-th analysis pixel: enough for the frame-wide lighting share and gain.
+@dataclasses.dataclass
+class _Light:
+    """What the light did on this frame, for the decision and for ``last_stats``."""
 
-    Both are global statistics, so 1/16 of the pixels estimate them to about a percent at a
-    sixteenth of the cost; cells keep the same borders so the gain is a per-cell median.
-    """
-
-    def __init__(self, layout: Layout) -> None:
-        step = LIGHTING_STEP
-        valid = layout.valid[::step, ::step]
-        self.rows = np.ascontiguousarray(layout.row_sum[:, ::step])
-        self.cols = np.ascontiguousarray(layout.col_sum[::step, :])
-        self.pair = np.zeros((2, *valid.shape), np.float32)  # frame and background samples
-        self.diff = np.zeros(valid.shape, np.float32)
-        self.valid_count = max(1, int(np.count_nonzero(valid)))
-        per_cell = self.rows @ valid.astype(np.float32) @ self.cols
-        self.min_bg = np.where(per_cell > 0, per_cell * GAIN_MIN_CELL_MEAN, np.inf)
-
-    def measure(self, f: F32Array, bg: F32Array, threshold: float) -> tuple[float, float]:
-        """(share of pixels changed without gain correction, gain = median cell ratio)."""
-        step = LIGHTING_STEP
-        sample_f, sample_bg = self.pair
-        np.copyto(sample_f, f[::step, ::step])
-        np.copyto(sample_bg, bg[::step, ::step])
-        np.subtract(sample_f, sample_bg, out=self.diff)
-        np.abs(self.diff, out=self.diff)
-        raw = float(np.count_nonzero(self.diff > threshold)) / self.valid_count
-        f_sums, bg_sums = self.rows @ self.pair @ self.cols  # both in one batched product
-        usable = bg_sums > self.min_bg
-        if not usable.any():
-            return raw, 1.0
-        ratio = np.sort(f_sums[usable] / bg_sums[usable])
-        median = float(ratio[len(ratio) // 2])
-        if abs(median - 1.0) < GAIN_DEADBAND:
-            return raw, 1.0
-        return raw, min(max(median, GAIN_LIMITS[0]), GAIN_LIMITS[1])
+    raw: float  # share of the frame changed before the tone map
+    residual: float  # ... and after it
+    tone: ToneMap | None
+    relearn: bool = False
+    reported: bool = False
 
 
 class MotionDetector:
@@ -205,15 +194,17 @@ class MotionDetector:
         self._groups = _groups(layout, cfg.pixel_threshold)
         self._tracks = [_Track(z) for z in layout.zones]
         self._masked = not bool(layout.valid.all())
+        self._invalid = ~layout.valid
         self._u8 = np.zeros(layout.shape, np.uint8)
         self._rows = np.zeros((layout.shape[0], self._full_shape[1]), np.uint8)
         self._f, self._bg, self._d, self._a, self._chg, self._w = (
             np.zeros(layout.shape, np.float32) for _ in range(6)
         )
-        self._sample = _Sample(layout)
+        self._tone = ToneSampler(layout, self._f, self._bg, self._chg)
         self._learn_every = LEARN_EVERY if cfg.learning_rate * LEARN_EVERY <= MAX_STEP_RATE else 1
         self._frame = -1
         self._holdoff_until = -math.inf
+        self._reported_at = -math.inf
         self.last_stats: dict[str, Any] = {}
 
     @property
@@ -231,33 +222,58 @@ class MotionDetector:
         self._frame += 1
         if self._frame == 0:
             np.copyto(self._bg, self._f)
-            self._stats(t_s, 0.0, False, 1.0, None)
+            self._stats(t_s, _Light(0.0, 0.0, None), None)
             return []
-        raw, gain = self._sample.measure(self._f, self._bg, self._cfg.pixel_threshold)
-        lighting = raw >= self._cfg.lighting_fraction
-        if lighting:
-            np.copyto(self._bg, self._f)
-            self._holdoff_until = t_s + self._cfg.lighting_holdoff_s
-            log.debug("lighting change at %.2f s: %.0f %% of the frame", t_s, raw * 100)
-        if lighting or t_s < self._holdoff_until:
-            if not lighting:
+        light = self._light(t_s)
+        if light.relearn or t_s < self._holdoff_until:
+            if not light.relearn:
                 np.subtract(self._f, self._bg, out=self._d)
                 self._learn(HOLDOFF_RATE, None)
-            self._stats(t_s, raw, lighting, 1.0, None)
-            return self._step_tracks(None, t_s)
-        self._difference(gain)
+            self._stats(t_s, light, None)
+            for track in self._tracks:
+                track.hold()
+            return []
+        np.subtract(self._f, self._bg, out=self._d)
+        np.abs(self._d, out=self._a)
         per_zone, counts = self._zone_cells()
         if self._frame % self._learn_every == 0:
-            if gain != 1.0:
-                np.subtract(self._f, self._bg, out=self._d)
             self._learn(self._cfg.learning_rate * self._learn_every, self._chg)
-        self._stats(t_s, raw, False, gain, counts)
+        self._stats(t_s, light, counts)
         return self._step_tracks(per_zone, t_s)
 
     def flush(self, t_s: float) -> list[MotionEvent]:
-        """End every open event (end of file, camera stopping) at its last moving frame."""
+        """End every open event (camera stopping) at its last moving frame."""
         del t_s  # events end at their last frame with motion, which is already known
         return [t.close() for t in self._tracks if t.open]
+
+    def _light(self, t_s: float) -> _Light:
+        """Fit the tone map and bring the background under the frame's light; relearn the
+        background from the frame when even that leaves lighting_fraction changed."""
+        threshold = self._cfg.pixel_threshold
+        raw, tone = self._tone.measure(threshold)
+        light = _Light(raw, raw, tone)
+        if tone is not None:
+            light.residual = self._tone.residual_share(tone, threshold)
+            self._bg[...] = tone(self._bg)
+            if self._masked:
+                self._bg[self._invalid] = 0.0
+        if light.residual >= self._cfg.lighting_fraction:
+            light.relearn = light.reported = True
+            np.copyto(self._bg, self._f)
+            self._holdoff_until = t_s + self._cfg.lighting_holdoff_s
+        elif tone is not None and raw >= LIGHTING_REPORT_SHARE:
+            light.reported = t_s - self._reported_at >= LIGHTING_REPORT_GAP_S
+            self._reported_at = t_s
+        if light.reported:
+            log.debug(
+                "lighting change at %.2f s: %.0f %% of the frame changed, %.0f %% after the "
+                "tone map%s",
+                t_s,
+                raw * 100,
+                light.residual * 100,
+                ", background relearnt" if light.relearn else "",
+            )
+        return light
 
     def _load(self, y: npt.NDArray[np.uint8]) -> None:
         if y.dtype != np.uint8 or y.ndim != 2:
@@ -281,15 +297,6 @@ class MotionDetector:
             np.copyto(self._f, self._u8, where=self._layout.valid)  # ignored pixels stay 0
         else:
             np.copyto(self._f, self._u8)
-
-    def _difference(self, gain: float) -> None:
-        """``_a`` = |f - gain x bg|; ``_d`` keeps f - bg for learning when there is no gain."""
-        if gain == 1.0:
-            np.subtract(self._f, self._bg, out=self._d)
-        else:
-            np.multiply(self._bg, gain, out=self._d)
-            np.subtract(self._f, self._d, out=self._d)
-        np.abs(self._d, out=self._a)
 
     def _zone_cells(self) -> tuple[list[BoolArray | None], list[int]]:
         """Changed cells of each zone (None where fewer than its min_cells) and their counts."""
@@ -317,27 +324,25 @@ class MotionDetector:
             self._d *= self._w
         self._bg += self._d
 
-    def _step_tracks(
-        self, per_zone: list[BoolArray | None] | None, t_s: float
-    ) -> list[MotionEvent]:
+    def _step_tracks(self, per_zone: list[BoolArray | None], t_s: float) -> list[MotionEvent]:
         events = []
         for i, track in enumerate(self._tracks):
-            event = track.step(None if per_zone is None else per_zone[i], self._frame, t_s)
+            event = track.step(per_zone[i], self._frame, t_s)
             if event is not None:
                 events.append(event)
         return events
 
-    def _stats(
-        self, t_s: float, raw: float, lighting: bool, gain: float, counts: list[int] | None
-    ) -> None:
-        """What the last frame looked like, for `edge motion --verbose`-style tuning."""
+    def _stats(self, t_s: float, light: _Light, counts: list[int] | None) -> None:
+        """What the last frame looked like, for `edge motion --verbose` and tuning."""
         self.last_stats = {
             "frame": self._frame,
             "t_s": t_s,
-            "changed_fraction": raw,
-            "lighting": lighting,
+            "changed_fraction": light.raw,
+            "residual_fraction": light.residual,
+            "tone_shift": 0.0 if light.tone is None else light.tone.shift,
+            "lighting": light.reported,
+            "relearnt": light.relearn,
             "holdoff": t_s < self._holdoff_until,
-            "gain": gain,
             "cells_changed": {
                 t.spec.id: 0 if counts is None else counts[i] for i, t in enumerate(self._tracks)
             },

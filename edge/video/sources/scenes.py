@@ -4,9 +4,11 @@ A scene is named by the camera's ``url``, with its script in a query string, tim
 seconds from the start of the camera::
 
     walker                       a dark person-sized shape crosses a textured view, again
-        start=1 period=6 pause=2 first crossing at `start`, `period` s to cross, then a pause
+        start=1 period=6 pause=2 first crossing at `start`, `period` s to cross, then a pause;
+        ir=0                     with `ir` > 0: the IR day/night switch at `ir` s, mid-walk
     lights   at=5 off=0          brightness steps up (lights on) at `at`; down again at `off`
-    dusk     start=2 fade=6      slow fade, then the IR cut-over: grey and brighter
+    dusk     start=2 fade=6      slow fade, then the IR day/night switch
+    ir       at=5 back=0         the IR day/night switch at `at`; back to day at `back` (0: no)
     rain     density=40          random bright streaks (streaks per frame)
     covered  at=5 for=8          goes black at `at` for `for` s (0: for good)
     defocus  at=5 for=0          blurred from `at`
@@ -15,6 +17,12 @@ seconds from the start of the camera::
 
 e.g. ``walker?start=2&period=8`` or ``covered?at=3&for=6``. Every scene has ``seed`` (the
 view) and sensor noise, so no two frames are identical (a frozen picture is a fault).
+The IR day/night switch is what an infrared camera does when its cut filter moves and its LEDs
+light the scene: the picture turns grey, its shadows are lifted (gamma IR_GAMMA) and its
+contrast flattened (IR_CONTRAST) around an unchanged mean brightness. It is a global change of
+the luma mapping (ir_switch_table), not a uniform brightening: about 40 % of the motion grid
+cells change while the mean barely moves. Tests apply the same table to real footage.
+
 Frames are planar YUV 4:2:0 arrays of shape (h*3/2, w), the layout PyAV's ``yuv420p`` and
 picamera2's ``YUV420`` use, so the same mask and encoder code serves every source.
 """
@@ -31,9 +39,10 @@ from edge.errors import ConfigError
 Image = npt.NDArray[np.uint8]
 
 SCRIPTS: dict[str, dict[str, float]] = {
-    "walker": {"start": 1.0, "period": 6.0, "pause": 2.0, "seed": 1},
+    "walker": {"start": 1.0, "period": 6.0, "pause": 2.0, "ir": 0.0, "seed": 1},
     "lights": {"at": 5.0, "off": 0.0, "seed": 1},
     "dusk": {"start": 2.0, "fade": 6.0, "seed": 1},
+    "ir": {"at": 5.0, "back": 0.0, "seed": 1},
     "rain": {"density": 40.0, "seed": 1},
     "covered": {"at": 5.0, "for": 8.0, "seed": 1},
     "defocus": {"at": 5.0, "for": 0.0, "seed": 1},
@@ -46,6 +55,28 @@ NOISE_SHIFT = 4099  # elements the window moves per frame: consecutive frames al
 NOISE_WINDOWS = 31  # frames before the noise repeats
 NOISE_SPAN = NOISE_WINDOWS * NOISE_SHIFT  # bank length beyond one frame
 _CHUNK = 1 << 16  # noise is drawn in chunks: no full-frame float temporaries
+IR_GAMMA = 0.7  # the IR picture's shadows are lifted ...
+IR_CONTRAST = 0.7  # ... and its contrast flattened, around the same mean brightness
+DUSK_GAIN = 0.4  # the light left at the end of the dusk fade
+
+
+def ir_switch_table(
+    hist: npt.NDArray[np.integer], gamma: float = IR_GAMMA, contrast: float = IR_CONTRAST
+) -> Image:
+    """Luma table (256 entries) of an IR day/night switch for a picture whose luma histogram
+    is ``hist``: gamma lifts the shadows, contrast flattens around the mean, and the picture's
+    mean brightness stays where it was (to rounding)."""
+    levels = np.arange(256, dtype=np.float64)
+    curved = 255.0 * (levels / 255.0) ** gamma
+    weights = np.asarray(hist, dtype=np.float64) / max(1, int(np.sum(hist)))
+    mean, curved_mean = float(weights @ levels), float(weights @ curved)
+    return np.clip(np.rint(mean + contrast * (curved - curved_mean)), 0, 255).astype(np.uint8)
+
+
+def gain_table(gain: float) -> Image:
+    """Luma table of a plain change of light: every level times ``gain``."""
+    levels = np.arange(256, dtype=np.float32)
+    return np.clip(levels * np.float32(gain), 0, 255).astype(np.uint8)
 
 
 def parse_scene(url: str, where: str = "synthetic camera") -> tuple[str, dict[str, float]]:
@@ -85,6 +116,8 @@ class Scene:
         self._noise = _noise_bank(rng, self._size + NOISE_SPAN)
         self._chroma = slice(self.height, None)  # rows of U then V, two chroma rows per row
         self._other: Image | None = None
+        self._hist = np.bincount(self._view[: self.height].ravel(), minlength=256)
+        self._tables: dict[str, Image] = {}
 
     def render(self, t: float, index: int, out: Image | None = None) -> Image | None:
         """Frame ``index`` at ``t`` seconds, in ``out`` if given (it is overwritten) or in a
@@ -115,16 +148,38 @@ class Scene:
             out[...] = self._changed()
         elif self.name == "walker":
             self._walker(t, out)
+            if 0 < s["ir"] <= t:
+                self._infrared(out, out, self._table("ir"))
         elif self.name == "lights":
             lit = t >= s["at"] and not (s["off"] > s["at"] and t >= s["off"])
             self._graded(1.0 if lit else 0.45, 0.0, False, out)
         elif self.name == "dusk" and t >= s["start"]:
             if t < s["start"] + s["fade"]:
-                self._graded(1.0 - 0.6 * (t - s["start"]) / s["fade"], 0.0, False, out)
+                gain = 1.0 - (1.0 - DUSK_GAIN) * (t - s["start"]) / s["fade"]
+                self._graded(gain, 0.0, False, out)
             else:
-                self._graded(0.7, 60.0, True, out)  # infrared: no colour, lit by the LEDs
+                self._infrared(view, out, self._table("dusk"))
+        elif self.name == "ir" and t >= s["at"] and not (s["back"] > s["at"] and t >= s["back"]):
+            self._infrared(view, out, self._table("ir"))
         else:
             out[...] = view
+
+    def _table(self, which: str) -> Image:
+        """The luma table of the IR switch: of the view, or of the view at the end of dusk."""
+        if which not in self._tables:
+            if which == "dusk":
+                dim = gain_table(DUSK_GAIN)
+                hist = np.bincount(dim, weights=self._hist, minlength=256)
+                self._tables[which] = ir_switch_table(hist)[dim]
+            else:
+                self._tables[which] = ir_switch_table(self._hist)
+        return self._tables[which]
+
+    def _infrared(self, src: Image, out: Image, table: Image) -> None:
+        """``src`` as the IR camera shows it: luma through ``table``, no colour."""
+        h = self.height
+        np.take(table, src[:h], out=out[:h])  # buffered by numpy: src may be out
+        out[h:] = 128
 
     def _graded(self, gain: float, offset: float, grey: bool, out: Image) -> None:
         """The view under other light, through 256-entry tables: no float copy of a frame."""
