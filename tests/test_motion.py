@@ -161,9 +161,10 @@ def test_small_mp4_uses_its_timestamps(tmp_path: Path) -> None:
     proc = _cli(str(path))
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if "zone frame: motion" in line]
-    assert len(lines) == 1, proc.stdout
+    assert [line.split(": motion ")[1][:4] for line in lines] == ["star", "ends"], proc.stdout
     start = float(lines[0].split(" s")[0])
     assert 1.9 <= start <= 2.4, lines
+    assert f"; {start:.1f} s – " in lines[1]  # the end line carries the whole extent
 
 
 # -- synthetic scenes -------------------------------------------------------------------------

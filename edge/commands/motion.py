@@ -5,12 +5,15 @@ the zones, and checks here which zones saw motion and when, before trusting the 
 an alarm zone. The same detector and configuration as edge-video are used; only the frames
 come from a file. Frame times come from the file's timestamps, except for AVI, which stores
 none (only frame order), so its times are frame index / frame rate.
+
+What is printed, and in which order, is edge.video.motion_report's business: a log in frame
+time order, an event cut by the end of the file marked open.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +34,8 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from edge.config.video import Motion
-    from edge.video.motion import MotionDetector, MotionEvent
+    from edge.video.motion import MotionDetector
+    from edge.video.motion_report import MotionReport
 
 PLANAR_YUV = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "gray"}
 DEFAULT_FPS = 25.0
@@ -46,14 +50,23 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "motion",
         parents=parents,
         help="run the motion analysis on a video file (zone tuning)",
-        description="Decode FILE, run the camera's motion analysis and list motion events. "
-        "Without --config: default settings and one whole-frame zone.",
+        description="Decode FILE, run the camera's motion analysis and list motion events "
+        "and lighting changes in time order. Settings come from --config, else $EDGE_CONFIG, "
+        "else /etc/edge/site.toml when --camera is given; with none of these, default "
+        "settings and one whole-frame zone.",
     )
     parser.add_argument("file", metavar="FILE", help="a recording (mp4, mkv, avi, h264 ...)")
     parser.add_argument(
         "--camera", metavar="ID", help="use this camera's [video] motion settings and zones"
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also one line per frame: changed share before and after the lighting "
+        "correction, and changed cells per zone",
+    )
     parser.add_argument(
         "--sensitivity",
         type=_bounded(1, 100),
@@ -93,13 +106,26 @@ def run(args: argparse.Namespace) -> int:
         return EX_USAGE
     if not motion.enabled:
         print(f"note: motion is disabled for camera {camera}; analysing anyway", file=sys.stderr)
+    from edge.video.motion_report import MotionReport
+
+    report = MotionReport(args.json, args.verbose, motion.lighting_holdoff_s)
     try:
-        return _analyse(Path(args.file), motion, camera, args.json)
+        return _analyse(Path(args.file), motion, camera, report)
     except InputFileError as exc:
         print(f"edge motion: {exc}", file=sys.stderr)
         return EX_NOINPUT
     except BrokenPipeError:  # `edge motion x.mp4 | head`: the reader left
         return EX_OK
+
+
+def _config_path(args: argparse.Namespace) -> str | None:
+    """--config, else $EDGE_CONFIG, else the box's site file when a camera is named."""
+    from edge.config.load import DEFAULT_PATH
+
+    path: str | None = args.config or os.environ.get("EDGE_CONFIG") or None
+    if path is None and args.camera:
+        path = DEFAULT_PATH
+    return path
 
 
 def _motion_config(args: argparse.Namespace) -> tuple[Motion, str]:
@@ -110,20 +136,21 @@ def _motion_config(args: argparse.Namespace) -> tuple[Motion, str]:
 
     camera = "(defaults)"
     motion = Motion()
-    if args.camera or args.config:
+    path = _config_path(args)
+    if path is not None:
         from edge.config import load_config
 
-        cfg = load_config(args.config)
+        cfg = load_config(path)
         cameras = {c.id: c for c in cfg.video.cameras}
         if args.camera is None and len(cameras) != 1:
             raise CommandError(
-                f"say which camera with --camera ID; cameras: {', '.join(cameras) or '(none)'}"
+                f"say which camera of {path} with --camera ID; "
+                f"cameras: {', '.join(cameras) or '(none)'}"
             )
         camera = args.camera or next(iter(cameras))
         if camera not in cameras:
             raise CommandError(
-                f"no camera {camera!r} in {args.config or 'the configuration'}; "
-                f"cameras: {', '.join(cameras) or '(none)'}"
+                f"no camera {camera!r} in {path}; cameras: {', '.join(cameras) or '(none)'}"
             )
         motion = cameras[camera].motion
     data = motion.model_dump()
@@ -177,24 +204,23 @@ def _frames(path: Path) -> Iterator[tuple[int, float, npt.NDArray[np.uint8]]]:
             yield index, seconds, y
 
 
-def _analyse(path: Path, motion: Motion, camera: str, as_json: bool) -> int:
+def _analyse(path: Path, motion: Motion, camera: str, report: MotionReport) -> int:
     import av
 
     from edge.video.motion import MotionDetector
 
     detector: MotionDetector | None = None
-    report = _Report(as_json)
-    frames = _frames(path)
     last_t, shape = 0.0, (0, 0)
     try:
-        for index, t_s, y in frames:
+        for index, t_s, y in _frames(path):
             if detector is None:
                 shape = (y.shape[0], y.shape[1])
                 detector = MotionDetector(motion, shape)
-            for event in detector.feed(y, t_s):
+            events = detector.feed(y, t_s)
+            report.frame(index, detector.last_stats)
+            for event in events:
                 report.event(event)
-            if detector.last_stats["lighting"]:
-                report.lighting(index, t_s, motion.lighting_holdoff_s)
+            report.release(detector.horizon_s(t_s))
             last_t = t_s
     except av.FFmpegError as exc:
         if detector is None:
@@ -203,98 +229,8 @@ def _analyse(path: Path, motion: Motion, camera: str, as_json: bool) -> int:
         report.damaged = True
     if detector is None:
         raise InputFileError(f"{path}: the video stream has no frames")
-    for event in detector.flush(last_t):
-        report.event(event)
+    for event in detector.active.values():  # cut by the end of the file: open, not ended
+        report.still_open(event, last_t)
+    report.release(float("inf"))
     report.summary(path, camera, shape, detector, last_t)
     return EX_DATAERR if report.damaged else EX_OK
-
-
-class _Report:
-    """Prints ended events as they come (a long file shows progress) and a summary."""
-
-    def __init__(self, as_json: bool) -> None:
-        self.as_json = as_json
-        self.events: list[MotionEvent] = []
-        self.lighting_changes = 0
-        self.damaged = False
-
-    def _emit(self, obj: dict[str, Any], text: str) -> None:
-        print(json.dumps(obj, ensure_ascii=False) if self.as_json else text, flush=True)
-
-    def event(self, event: MotionEvent) -> None:
-        if event.end_s is None:
-            return  # printed once it ends, with its whole extent
-        self.events.append(event)
-        action = " (alarm)" if event.action == "alarm" else ""
-        self._emit(
-            {"type": "motion", **_event_dict(event)},
-            f"{event.start_s:.1f} s – {event.end_s:.1f} s (frames {event.start_frame}–"
-            f"{event.end_frame}) zone {event.zone}: motion{action}, peak {event.peak_cells} "
-            f"cells",
-        )
-
-    def lighting(self, index: int, t_s: float, holdoff_s: float) -> None:
-        self.lighting_changes += 1
-        self._emit(
-            {"type": "lighting", "t_s": round(t_s, 3), "frame": index},
-            f"{t_s:.1f} s (frame {index}) lighting change: background relearnt, "
-            f"detection held off {holdoff_s:g} s",
-        )
-
-    def summary(
-        self,
-        path: Path,
-        camera: str,
-        shape: tuple[int, int],
-        detector: MotionDetector,
-        last_t: float,
-    ) -> None:
-        layout = detector.layout
-        frames = detector.last_stats["frame"] + 1
-        zones: dict[str, dict[str, Any]] = {
-            z.id: {"action": z.action, "cells": int(z.cells.sum()), "events": 0, "motion_s": 0.0}
-            for z in layout.zones
-        }
-        for e in self.events:
-            zones[e.zone]["events"] += 1
-            zones[e.zone]["motion_s"] = round(
-                zones[e.zone]["motion_s"] + (e.end_s or e.start_s) - e.start_s, 3
-            )
-        obj = {
-            "type": "summary",
-            "file": str(path),
-            "camera": camera,
-            "frames": frames,
-            "duration_s": round(last_t, 3),
-            "resolution": [shape[1], shape[0]],
-            "analysis": [layout.shape[1], layout.shape[0]],
-            "stride": layout.stride,
-            "events": len(self.events),
-            "lighting_changes": self.lighting_changes,
-            "zones": zones,
-        }
-        lines = [
-            f"{path.name}: {frames} frames, {last_t:.1f} s at {shape[1]}x{shape[0]} "
-            f"(analysed at {layout.shape[1]}x{layout.shape[0]}, stride {layout.stride}), "
-            f"camera {camera}",
-            f"{len(self.events)} motion event(s), {self.lighting_changes} lighting change(s)",
-        ]
-        lines += [
-            f"  zone {zid} ({z['action']}, {z['cells']} cells): {z['events']} event(s), "
-            f"{z['motion_s']:.1f} s of motion"
-            for zid, z in zones.items()
-        ]
-        self._emit(obj, "\n".join(lines))
-
-
-def _event_dict(event: MotionEvent) -> dict[str, Any]:
-    return {
-        "zone": event.zone,
-        "action": event.action,
-        "start_s": round(event.start_s, 3),
-        "end_s": None if event.end_s is None else round(event.end_s, 3),
-        "start_frame": event.start_frame,
-        "end_frame": event.end_frame,
-        "peak_cells": event.peak_cells,
-        "cells": [list(c) for c in event.cells],
-    }

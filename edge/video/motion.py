@@ -241,6 +241,18 @@ class MotionDetector:
         self._stats(t_s, light, counts)
         return self._step_tracks(per_zone, t_s)
 
+    def horizon_s(self, t_s: float) -> float:
+        """Frame time that no event still to be reported can precede (``t_s``, the current
+        frame's, when none): one yet to start begins at its first frame with motion, one yet
+        to end ends at its last. Output before it can be printed in time order."""
+        times = [t_s]
+        for track in self._tracks:
+            if track.open:
+                times.append(track.last[1])
+            elif track.run:
+                times.append(track.start[1])
+        return min(times)
+
     def flush(self, t_s: float) -> list[MotionEvent]:
         """End every open event (camera stopping) at its last moving frame."""
         del t_s  # events end at their last frame with motion, which is already known
