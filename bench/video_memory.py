@@ -1,8 +1,15 @@
 """Resident memory and CPU of `edge run video` with two synthetic 720p cameras.
 
 Two cameras at 1280x720, 15 fps, 10 s of pre-alarm video in each ring, paced in real time,
-measured over MEASURE_S after WARMUP_S: RSS from /proc/<pid>/status (VmRSS, the highest
-sample), CPU from /proc/<pid>/stat (utime + stime deltas).
+measured over MEASURE_S after WARMUP_S: RSS and USS from /proc/<pid>/smaps_rollup (the
+highest sample of each), CPU from /proc/<pid>/stat (utime + stime deltas). USS (the pages
+only this process maps: Private_Clean + Private_Dirty) is the figure to watch: RSS also
+counts shared library pages, which the page cache and other processes share, so it moves
+with what else runs on the machine.
+
+The site is the box as shipped: live view on (nobody watching) and the local web server on
+(a free loopback port, its own users file and certificate in the bench's directory, never
+/etc/edge nor 0.0.0.0:8080). It is run again with live view off (no live stack at all).
 
 The synthetic camera renders its pictures and ENCODES them with libx264 inside edge-video,
 which a real camera does not ask of us (it hands over H.264). So the same run is repeated
@@ -24,13 +31,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, NotifySocket, rss_mb, start_mosquitto, stop, write_site
+from _common import REPO, NotifySocket, start_mosquitto, stop, write_site
 
 CAMERAS = 2
 WIDTH, HEIGHT, FPS = 1280, 720, 15
@@ -39,6 +47,34 @@ WARMUP_S = 5.0
 MEASURE_S = 20.0
 TICK = os.sysconf("SC_CLK_TCK")
 EDGE = str(Path(sys.executable).with_name("edge"))
+
+
+def memory_mb(pid: int) -> tuple[float, float]:
+    """(RSS, USS) of a process in MB, from /proc/<pid>/smaps_rollup (Linux 4.14+)."""
+    fields: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, _, value = line.partition(":")
+        fields[key] = int(value.split()[0])  # kB
+    uss = fields["Private_Clean"] + fields["Private_Dirty"] + fields.get("Private_Hugetlb", 0)
+    return fields["Rss"] / 1024, uss / 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def live_toml(work: Path, live: bool) -> str:
+    """Live view and the local web server as shipped (on), or live view off."""
+    if not live:
+        return "\n[live]\nenabled = false\n\n[web]\nenabled = false\n"
+    return f"""
+[web]
+listen = "127.0.0.1"
+port = {free_port()}
+credentials_file = "{work / "secrets" / "web-users"}"
+"""
 
 
 def cameras_toml(motion: bool) -> str:
@@ -66,24 +102,32 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # fields 14 and 15 of proc(5)
 
 
-def measure(proc: subprocess.Popen[bytes]) -> tuple[float, float]:
-    """(max RSS in MB, CPU % of one core) over MEASURE_S, after WARMUP_S."""
+class Run:
+    """What one measured process used: highest RSS and USS (MB), CPU % of one core."""
+
+    def __init__(self, rss: float, uss: float, cpu: float) -> None:
+        self.rss, self.uss, self.cpu = rss, uss, cpu
+
+
+def measure(proc: subprocess.Popen[bytes]) -> Run:
+    """Highest RSS and USS, and CPU, over MEASURE_S after WARMUP_S."""
     time.sleep(WARMUP_S)
     c0, t0 = cpu_s(proc.pid), time.monotonic()
-    peak = 0.0
+    rss = uss = 0.0
     while time.monotonic() - t0 < MEASURE_S:
         if proc.poll() is not None:
             raise RuntimeError(f"process {proc.pid} exited with {proc.returncode}")
-        peak = max(peak, rss_mb(proc.pid))
+        r, u = memory_mb(proc.pid)
+        rss, uss = max(rss, r), max(uss, u)
         time.sleep(0.5)
     cpu = (cpu_s(proc.pid) - c0) / (time.monotonic() - t0) * 100
-    return peak, cpu
+    return Run(rss, uss, cpu)
 
 
-def run_video(root: Path, url: str, motion: bool) -> tuple[float, float]:
-    work = root / ("motion" if motion else "no-motion")
+def run_video(root: Path, url: str, *, motion: bool = True, live: bool = True) -> Run:
+    work = root / f"motion-{motion}-live-{live}"
     work.mkdir()
-    site = write_site(work, url, extra=cameras_toml(motion))
+    site = write_site(work, url, extra=cameras_toml(motion) + live_toml(work, live))
     notify = NotifySocket(work / "notify.sock")
     env = {k: v for k, v in os.environ.items() if k != "WATCHDOG_USEC"}
     env["NOTIFY_SOCKET"] = str(notify.path)
@@ -99,7 +143,7 @@ def run_video(root: Path, url: str, motion: bool) -> tuple[float, float]:
         notify.close()
 
 
-def run_sources_alone() -> tuple[float, float]:
+def run_sources_alone() -> Run:
     proc = subprocess.Popen(
         [sys.executable, __file__, "--sources-only", str(WARMUP_S + MEASURE_S + 5)], cwd=REPO
     )
@@ -155,13 +199,14 @@ def split_source_cost(frames: int = 90) -> tuple[float, float]:
     return (t1 - t0) / frames * 1000, (t2 - t1) / frames * 1000
 
 
-def imports_rss() -> float:
+def imports_floor() -> tuple[float, float]:
+    """(RSS, USS) of a bare Python that imported numpy and av."""
     proc = subprocess.Popen(
         [sys.executable, "-c", "import numpy, av, time; time.sleep(5)"], cwd=REPO
     )
     try:
         time.sleep(3.0)
-        return rss_mb(proc.pid)
+        return memory_mb(proc.pid)
     finally:
         proc.kill()
         proc.wait()
@@ -172,38 +217,47 @@ def main() -> None:
         root = Path(tmp)
         broker = start_mosquitto(root / "broker")
         try:
-            rss, cpu = run_video(root, broker.url, motion=True)
-            rss_nm, cpu_nm = run_video(root, broker.url, motion=False)
+            box = run_video(root, broker.url)
+            no_motion = run_video(root, broker.url, motion=False)
+            no_live = run_video(root, broker.url, live=False)
         finally:
             broker.stop()
-    src_rss, src_cpu = run_sources_alone()
+    src = run_sources_alone()
     render_ms, encode_ms = split_source_cost()
-    base_rss = imports_rss()
+    base_rss, base_uss = imports_floor()
     print(
-        f"edge-video: RSS {rss:.1f} MB, CPU {cpu:.1f} %; without motion: {rss_nm:.1f} MB, "
-        f"{cpu_nm:.1f} %; sources alone: {src_rss:.1f} MB, {src_cpu:.1f} %; per frame: "
-        f"render {render_ms:.2f} ms, encode {encode_ms:.2f} ms; numpy+av floor {base_rss:.1f} MB",
+        f"edge-video: RSS {box.rss:.1f} MB, USS {box.uss:.1f} MB, CPU {box.cpu:.1f} %; "
+        f"live view off: {no_live.rss:.1f} / {no_live.uss:.1f} MB; without motion: "
+        f"{no_motion.rss:.1f} MB, {no_motion.cpu:.1f} %; sources alone: {src.rss:.1f} MB, "
+        f"{src.cpu:.1f} %; per frame: render {render_ms:.2f} ms, encode {encode_ms:.2f} ms; "
+        f"numpy+av floor {base_rss:.1f} / {base_uss:.1f} MB",
         file=sys.stderr,
     )
     out = {
         "bench": "video_memory",
-        "rss_mb": round(rss, 1),
-        "cpu_pct_per_camera": round(cpu / CAMERAS, 1),
+        "rss_mb": round(box.rss, 1),
+        "uss_mb": round(box.uss, 1),
+        "cpu_pct_per_camera": round(box.cpu / CAMERAS, 1),
         "cameras": CAMERAS,
         "resolution": f"{WIDTH}x{HEIGHT}@{FPS}",
         "pre_s": PRE_S,
-        "rss_mb_without_motion": round(rss_nm, 1),
-        "cpu_pct_per_camera_without_motion": round(cpu_nm / CAMERAS, 1),
-        "motion_cpu_pct_per_camera": round((cpu - cpu_nm) / CAMERAS, 1),
-        "source_alone_rss_mb": round(src_rss, 1),
-        "source_alone_cpu_pct_per_camera": round(src_cpu / CAMERAS, 1),
+        "rss_mb_live_off": round(no_live.rss, 1),
+        "uss_mb_live_off": round(no_live.uss, 1),
+        "rss_mb_without_motion": round(no_motion.rss, 1),
+        "cpu_pct_per_camera_without_motion": round(no_motion.cpu / CAMERAS, 1),
+        "motion_cpu_pct_per_camera": round((box.cpu - no_motion.cpu) / CAMERAS, 1),
+        "source_alone_rss_mb": round(src.rss, 1),
+        "source_alone_uss_mb": round(src.uss, 1),
+        "source_alone_cpu_pct_per_camera": round(src.cpu / CAMERAS, 1),
         "render_cpu_pct_per_camera": round(render_ms * FPS / 10, 1),
         "encode_cpu_pct_per_camera": round(encode_ms * FPS / 10, 1),
-        "pipeline_cpu_pct_per_camera": round((cpu - src_cpu) / CAMERAS, 1),
+        "pipeline_cpu_pct_per_camera": round((box.cpu - src.cpu) / CAMERAS, 1),
         "numpy_av_floor_rss_mb": round(base_rss, 1),
-        "pipeline_rss_mb_estimate": round(rss - src_rss + base_rss, 1),
-        "rss_ratio_to_floor": round(rss / base_rss, 2),
-        "targets": {"rss_mb": 150},
+        "numpy_av_floor_uss_mb": round(base_uss, 1),
+        "pipeline_rss_mb_estimate": round(box.rss - src.rss + base_rss, 1),
+        "pipeline_uss_mb_estimate": round(box.uss - src.uss + base_uss, 1),
+        "rss_ratio_to_floor": round(box.rss / base_rss, 2),
+        "targets": {"rss_mb": 130, "uss_mb": 90},
     }
     print(json.dumps(out))
 
