@@ -3,6 +3,7 @@ file passthrough (real footage, byte for byte), MP4 to Annex-B, V4L2 encode path
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import shutil
 import threading
@@ -235,6 +236,42 @@ def test_open_source_picks_the_backend_by_kind() -> None:
     assert isinstance(open_source(camera()), SyntheticSource)
     assert isinstance(open_source(camera(source="file", url=str(PETS))), PyAVSource)
     assert isinstance(open_source(camera(source="v4l2", url="/dev/video0")), V4L2Source)
+
+
+def sibling_imports(module: Path) -> set[str]:
+    """The edge.video.sources modules ``module`` imports, at any depth (functions too)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        found.update(n.rsplit(".", 1)[1] for n in names if n.startswith("edge.video.sources."))
+    return found
+
+
+def test_sources_import_one_way_base_then_backends_then_factory() -> None:
+    """No import circle: base knows no backend, backends know base, only factory knows all."""
+    folder = Path(__file__).resolve().parents[1] / "edge" / "video" / "sources"
+    graph = {p.stem: sibling_imports(p) for p in folder.glob("*.py") if p.stem != "__init__"}
+    assert graph["base"] == set()
+    assert graph["factory"] == {"base", "synthetic", "pyav_source", "picamera2_source"}
+    for backend in ("synthetic", "pyav_source", "picamera2_source"):
+        assert "base" in graph[backend] and "factory" not in graph[backend], graph[backend]
+    # The graph has no cycle at all (depth-first search).
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, f"import circle: {' -> '.join((*path, name))}"
+        if name not in done:
+            for dep in graph.get(name, set()):
+                visit(dep, (*path, name))
+            done.add(name)
+
+    for name in graph:
+        visit(name, ())
 
 
 # -- files and RTSP through PyAV -----------------------------------------------------------

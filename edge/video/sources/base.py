@@ -8,8 +8,8 @@ drop policy that keeps the H.264 stream decodable (aiortc's unbounded player que
 we do not copy). :class:`ThreadedSource` runs a source's session in that thread and
 reconnects with jittered exponential backoff.
 
-Backends are imported lazily by :func:`open_source`: picamera2 needs libcamera and is only
-imported when a camera uses it, never at import time.
+This module knows no backend: each backend imports it, and
+:func:`edge.video.sources.factory.open_source` picks one for a camera.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import av.error
 import numpy as np
 import numpy.typing as npt
 
-from edge.config.video import Camera
 from edge.errors import HardwareError
 from edge.video.frames import EncodedPacket, LumaFrame
 
@@ -346,24 +345,3 @@ class ThreadedSource:
             delay = random.uniform(low / 2, min(high, low * 2 ** min(failures - 1, 16)))
             log.debug("camera %s: reconnecting in %.2f s", self.camera, delay)
             self._stop.wait(delay)
-
-
-def open_source(cam: Camera) -> Source:
-    """The source for ``cam`` by its ``source`` kind; backends are imported only here."""
-    if cam.source == "synthetic":
-        from edge.video.sources.synthetic import SyntheticSource
-
-        return SyntheticSource(cam)
-    if cam.source in ("rtsp", "file"):
-        from edge.video.sources.pyav_source import PyAVSource
-
-        return PyAVSource(cam)
-    if cam.source == "v4l2":
-        from edge.video.sources.pyav_source import V4L2Source
-
-        return V4L2Source(cam)
-    if cam.source == "picamera2":
-        from edge.video.sources.picamera2_source import Picamera2Source
-
-        return Picamera2Source(cam)
-    raise SourceError(f"camera {cam.id!r}: unknown source {cam.source!r}")
