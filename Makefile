@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(PY) bench/alarm_startup.py
 	$(PY) bench/alarm_latency.py
 	$(PY) bench/uplink.py
+	$(PY) bench/dc09_drain.py
 	$(PY) bench/motion.py
 	$(PY) bench/video_memory.py
 	$(PY) bench/clip_memory.py

@@ -19,7 +19,6 @@ from edge.uplink.dc09_crypto import Dc09Cipher
 from edge.uplink.dc09_frame import (
     Header,
     ReplyError,
-    Sequence,
     body,
     crc16_arc,
     format_timestamp,
@@ -33,11 +32,13 @@ from edge.uplink.dc09_payload import (
     NotTransmittable,
     Numbering,
     event_message,
+    event_time_block,
 )
 
 GOLDEN = '"SIA-DCS"0001R0L0#1234[#1234|Nri1/BA001]_12:00:00,01-01-2025'
 NOON = float(calendar.timegm((2025, 1, 1, 12, 0, 0, 0, 0, 0)))
 STAMP = "_12:00:00,01-01-2025"
+FIVE_S_BEFORE_NOON = "2025-01-01T11:59:55.250Z"
 HEADER = Header("0", "0", "1234")
 KEY16 = b"0123456789abcdef"
 
@@ -82,10 +83,21 @@ def test_golden_vector_crc_6372_and_length_003c() -> None:
     )
 
 
-def test_golden_vector_built_from_an_event() -> None:
-    message = event_message(Event(Kind.BURGLARY, zone_id="door"), dc09(), Numbering(dc09(), site()))
+def test_golden_vector_built_from_an_event_carries_its_time_of_occurrence() -> None:
+    event = Event(Kind.BURGLARY, zone_id="door", ts=FIVE_S_BEFORE_NOON)
+    message = event_message(event, dc09(), Numbering(dc09(), site()))
     text = body(message.id, 1, HEADER, message.tail(format_timestamp(NOON)))
-    assert text == GOLDEN
+    assert text == GOLDEN.replace("]_", "][H11:59:55,01-01-2025]_")
+    assert frame(text)[:9] == b"\nDCFA0052"  # the example of docs/dc09.md
+    # A receiver clock 30 s ahead (learnt from its NAK) shifts both times alike.
+    shifted = message.tail(format_timestamp(NOON + 30), offset_s=30)
+    assert shifted == "#1234|Nri1/BA001][H12:00:25,01-01-2025]_12:00:30,01-01-2025"
+
+
+def test_event_time_block_is_utc_and_left_out_when_the_time_is_unreadable() -> None:
+    assert event_time_block(NOON) == "[H12:00:00,01-01-2025]"
+    bad = Event(Kind.BURGLARY, zone_id="door", ts="yesterday")
+    assert event_message(bad, dc09(), Numbering(dc09(), site())).occurred is None
 
 
 def test_crc_is_crc16_arc_check_value() -> None:
@@ -100,13 +112,10 @@ def test_timestamp_round_trip_in_utc() -> None:
     assert parse_timestamp("]_25:00:00,01-01-2025") is None
 
 
-def test_sequence_wraps_from_9999_to_0001() -> None:
-    seq = Sequence(9998)
-    assert [seq.next() for _ in range(4)] == [9998, 9999, 1, 2]
-    with pytest.raises(ValueError):
-        body("NULL", 0, HEADER, "]" + STAMP)
-    with pytest.raises(ValueError):
-        Sequence(10_000)
+def test_sequence_numbers_outside_0001_9999_are_refused() -> None:
+    for seq in (0, 10_000):
+        with pytest.raises(ValueError):
+            body("NULL", seq, HEADER, "]" + STAMP)
 
 
 def test_null_message_has_an_empty_data_block() -> None:
@@ -165,10 +174,17 @@ def test_local_kinds_are_not_transmittable() -> None:
 
 def test_verification_link_follows_the_data_block() -> None:
     cfg = dc09()
-    event = Event(Kind.BURGLARY, zone_id="door", details={"clip_url": "https://b.example/c?id=1"})
+    url = "https://b.example/c?id=1"
+    event = Event(Kind.BURGLARY, zone_id="door", details={"clip_url": url}, ts=FIVE_S_BEFORE_NOON)
     message = event_message(event, cfg, Numbering(cfg, site()))
     text = body(message.id, 1, HEADER, message.tail(STAMP))
-    assert text.endswith("[#1234|Nri1/BA001][Vhttps://b.example/c?id=1]_12:00:00,01-01-2025")
+    assert text.endswith(f"BA001][V{url}][H11:59:55,01-01-2025]_12:00:00,01-01-2025")
+    # Contact ID: one extended block at most (pysiaalarm refuses two): the link wins.
+    cid = dc09(protocol="ADM-CID")
+    message = event_message(event, cid, Numbering(cid, site()))
+    assert message.tail(STAMP) == f"#1234|1130 01 001][V{url}]_12:00:00,01-01-2025"
+    plain = event_message(Event(Kind.BURGLARY, ts=FIVE_S_BEFORE_NOON), cid, Numbering(cid, site()))
+    assert plain.tail(STAMP).endswith("000][H11:59:55,01-01-2025]_12:00:00,01-01-2025")
     odd = Event(Kind.BURGLARY, details={"clip_url": "http://h/a b[1]"})
     assert event_message(odd, cfg, Numbering(cfg, site())).extended == "[Vhttp://h/a%20b%5B1%5D]"
     long = Event(Kind.BURGLARY, details={"clip_url": "http://h/" + "x" * 300})

@@ -24,6 +24,7 @@ from edge.uplink.dc09 import Dc09Transmitter, SendResult  # noqa: E402
 
 ACCOUNT = "1234"
 WAIT_S = 3.0
+EARLIER = "2026-11-22T08:15:42.731Z"  # when the test events "happened"
 
 
 def run(coro: Coroutine[Any, Any, Any], timeout: float = 20.0) -> Any:
@@ -114,6 +115,11 @@ def key_file(tmp_path: Path, key: str) -> str:
     return str(path)
 
 
+def extended(event: SIAEvent) -> list[tuple[str, str | None]]:
+    """The extended data blocks pysiaalarm parsed, as (identifier, value)."""
+    return [(x.identifier, x.value) for x in event.extended_data or []]
+
+
 def assert_acked(result: SendResult, path: str = "primary", attempts: int = 1) -> None:
     assert (result.ok, result.outcome, result.receiver, result.attempts) == (
         True,
@@ -195,11 +201,46 @@ def test_verification_link_reaches_the_receiver() -> None:
         async with receiver() as rcv:
             tx = Dc09Transmitter(config(rcv.port), site())
             try:
-                event = Event(Kind.BURGLARY, zone_id="door", details={"clip_url": url})
+                event = Event(Kind.BURGLARY, zone_id="door", details={"clip_url": url}, ts=EARLIER)
                 assert_acked(await tx.send(event))
                 seen = await rcv.next_event()
-                assert seen.x_data == "V" + url
-                assert [(x.identifier, x.value) for x in seen.extended_data or []] == [("V", url)]
+                assert extended(seen) == [("V", url), ("H", "08:15:42,11-22-2026")]
+            finally:
+                await tx.close()
+
+    run(scenario())
+
+
+# --- time of the event ([H…]) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["SIA-DCS", "ADM-CID"])
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "aes"])
+def test_the_time_the_event_happened_reaches_the_receiver(
+    tmp_path: Path, protocol: str, encrypted: bool
+) -> None:
+    """The frame's timestamp is the sending time (the receiver checks it against its clock);
+    an event sent after an outage carries when it happened in its [H…] block."""
+    key = "0123456789ABCDEF"
+
+    async def scenario() -> None:
+        async with receiver([SIAAccount(ACCOUNT, key if encrypted else None)]) as rcv:
+            aes = {"key_file": key_file(tmp_path, key), "key_format": "ascii"}
+            tx = Dc09Transmitter(
+                config(rcv.port, protocol=protocol, **(aes if encrypted else {})), site()
+            )
+            try:
+                assert_acked(await tx.send(Event(Kind.BURGLARY, zone_id="door", ts=EARLIER)))
+                seen = await rcv.next_event()
+                assert seen.code == "BA" and bool(seen.encrypted) == encrypted
+                assert extended(seen) == [("H", "08:15:42,11-22-2026")]
+                assert seen.valid_timestamp  # the frame's own timestamp is still "now"
+                assert abs(seen.timestamp.timestamp() - time.time()) < 5
+                # A Contact ID alarm with a video link carries the link alone (one block).
+                clip = {"clip_url": "https://box.example/c.mp4"}
+                assert_acked(await tx.send(Event(Kind.FIRE, zone_id="hall", details=clip)))
+                blocks = [x[0] for x in extended(await rcv.next_event())]
+                assert blocks == (["V"] if protocol == "ADM-CID" else ["V", "H"])
             finally:
                 await tx.close()
 
@@ -399,6 +440,35 @@ def test_every_path_down_fails_after_bounded_attempts() -> None:
             assert all(name in result.detail for name in ("primary", "secondary", "backup"))
             assert changes == [("primary", False), ("secondary", False), ("backup", False)]
             assert tx.current_path == "primary"
+        finally:
+            await tx.close()
+
+    run(scenario())
+
+
+# --- numbers and probes --------------------------------------------------------------------
+
+
+def test_an_undelivered_event_keeps_its_number_and_a_probe_tries_each_path_once() -> None:
+    port = closed_port()
+
+    async def scenario() -> None:
+        tx = Dc09Transmitter(config(port, retries=2), site())
+        alarm = Event(Kind.BURGLARY, zone_id="door")
+        try:
+            assert tx.worst_case_s() == 3 * (2 * 2 + 2.0)  # 1 path, 3 tries, 2 s timeouts
+            assert (await tx.send(alarm)).attempts == 3  # number 0001, not taken
+            probe = await tx.send(alarm, tries=1)
+            assert (probe.outcome, probe.attempts) == ("failed", 1)
+            assert (await tx.poll(tries=1)).attempts == 1  # a NULL poll takes 0002
+            async with receiver(port=port) as rcv:
+                assert_acked(await tx.send(alarm, tries=1))
+                seen = await rcv.next_event()
+                # The same alarm, the same number: a receiver that took it before, but whose
+                # ACK was lost, sees a repeat; a new message never reuses a number.
+                assert (seen.code, seen.sequence) == ("BA", "0001")
+                assert_acked(await tx.send(Event(Kind.BURGLARY_RESTORE, zone_id="door")))
+                assert (await rcv.next_event()).sequence == "0003"
         finally:
             await tx.close()
 

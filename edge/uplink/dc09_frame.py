@@ -68,20 +68,6 @@ def parse_timestamp(text: str) -> float | None:
     return float(calendar.timegm(parsed))
 
 
-class Sequence:
-    """Message numbers 0001–9999; after 9999 comes 0001 again."""
-
-    def __init__(self, start: int = SEQ_MIN) -> None:
-        if not SEQ_MIN <= start <= SEQ_MAX:
-            raise ValueError(f"sequence starts within {SEQ_MIN}–{SEQ_MAX}, not {start}")
-        self._next = start
-
-    def next(self) -> int:
-        value = self._next
-        self._next = SEQ_MIN if value >= SEQ_MAX else value + 1
-        return value
-
-
 @dataclasses.dataclass(frozen=True)
 class Header:
     """What routes a message at the receiver; the same for every message of a site."""

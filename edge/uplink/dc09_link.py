@@ -54,8 +54,7 @@ class ReceiverLink:
             writer = await self._connect()
             self._buffer = b""
             writer.write(frame)
-            await writer.drain()
-            return await within(self._reply(seq, cipher), self.timeout_s)
+            return await within(self._sent_and_answered(writer, seq, cipher), self.timeout_s)
         except asyncio.CancelledError:
             self._abort()
             raise
@@ -89,6 +88,13 @@ class ReceiverLink:
         log.info("DC-09 %s receiver %s connected", self.name, rcv)
         self._reader, self._writer = reader, writer
         return writer
+
+    async def _sent_and_answered(
+        self, writer: asyncio.StreamWriter, seq: int, cipher: Dc09Cipher | None
+    ) -> Reply:
+        """Within one timeout: a receiver that accepts but never reads cannot hold us."""
+        await writer.drain()
+        return await self._reply(seq, cipher)
 
     async def _reply(self, seq: int, cipher: Dc09Cipher | None) -> Reply:
         assert self._reader is not None

@@ -10,6 +10,17 @@ the account, the area (partition) and the zone as numbers.
 
 Events without a zone (mains, battery, service started) use zone 0; events without a
 partition take their zone's partition, else area 0 (the whole system).
+
+Extended data (DC-09 ``[X…]`` blocks after the data block) carries what the code cannot:
+
+- ``[V<url>]``: the verification link of an alarm that has a video clip;
+- ``[H<hh:mm:ss,MM-DD-YYYY>]``: when the event happened (UTC). The frame's own timestamp is
+  the sending time, which the receiver checks against its clock; after an outage an event
+  goes out long after it happened, and only this block tells the operator when.
+
+Receivers that read Contact ID with a single extended block after the data (pysiaalarm,
+hence Home Assistant) refuse a message with two, so an ADM-CID message carries at most one:
+the verification link when there is one, else the time of the event.
 """
 
 from __future__ import annotations
@@ -23,6 +34,8 @@ from urllib.parse import quote
 from edge.config.dc09 import Dc09Config, numbering
 from edge.errors import EdgeError
 from edge.events import Event
+from edge.journal_schema import parse_iso
+from edge.uplink.dc09_frame import format_timestamp
 
 if TYPE_CHECKING:
     from edge.config.site import SiteConfig
@@ -42,15 +55,22 @@ class NotTransmittable(EdgeError, ValueError):
 @dataclasses.dataclass(frozen=True)
 class Message:
     """One DC-09 message before framing: ``data`` is inside the brackets, ``extended``
-    the ``[X…]`` blocks that follow them."""
+    the ``[X…]`` blocks that follow them, ``occurred`` when the event happened (epoch s,
+    None for no ``[H…]`` block)."""
 
     id: MessageId
     data: str
     extended: str = ""
+    occurred: float | None = None
 
-    def tail(self, timestamp: str) -> str:
-        """Everything after the opening bracket through the timestamp (what AES covers)."""
-        return f"{self.data}]{self.extended}{timestamp}"
+    def tail(self, timestamp: str, offset_s: float = 0.0) -> str:
+        """Everything after the opening bracket through the timestamp (what AES covers).
+
+        ``offset_s`` (the receiver's clock minus ours) shifts the event time as it shifts
+        the timestamp, so the receiver sees how long ago the event happened by its clock.
+        """
+        when = "" if self.occurred is None else event_time_block(self.occurred + offset_s)
+        return f"{self.data}]{self.extended}{when}{timestamp}"
 
 
 NULL_MESSAGE = Message("NULL", "")
@@ -92,6 +112,20 @@ def adm_cid_data(account: str, qualifier: int, cid: int, group: int, zone: int) 
     return f"#{account}|{qualifier}{cid:03d} {group:02d} {zone:03d}"
 
 
+def event_time_block(epoch: float) -> str:
+    """``[Hhh:mm:ss,MM-DD-YYYY]``: the DC-09 extended data field for the time of the event."""
+    return f"[H{format_timestamp(epoch)[1:]}]"
+
+
+def occurred(event: Event) -> float | None:
+    """When the event happened, from its journal timestamp (None if that is unreadable)."""
+    try:
+        return parse_iso(event.ts).timestamp()
+    except (ValueError, IndexError):
+        log.warning("event %s has an unreadable ts %r: sent without its time", event.id, event.ts)
+        return None
+
+
 def verification_block(url: str) -> str:
     """``[V<url>]``, the link an operator opens to verify the alarm; "" if it cannot fit."""
     quoted = quote(url, safe=_URL_SAFE)
@@ -115,4 +149,5 @@ def event_message(event: Event, cfg: Dc09Config, numbers: Numbering) -> Message:
         data = sia_dcs_data(cfg.account, area, spec.sia, zone)
     url = event.details.get("clip_url")
     extended = verification_block(url) if cfg.verification_links and isinstance(url, str) else ""
-    return Message(cfg.protocol, data, extended)
+    when = None if cfg.protocol == "ADM-CID" and extended else occurred(event)
+    return Message(cfg.protocol, data, extended, when)

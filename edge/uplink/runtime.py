@@ -93,8 +93,8 @@ class Uplink:
                 link=self.central.run_link(),
             )
         if self.dc09 is not None:
-            # A DC-09 send may wait for every path's timeouts; allow for that.
-            self.watchdog.register("dc09", max_silence=300.0)
+            # The DC-09 loop beats every second, even while a send waits on a dead receiver.
+            self.watchdog.register("dc09", max_silence=30.0)
             loops.update(dc09=self.dc09.run(), dc09_supervision=self.dc09.run_supervision())
         if self.commands is not None:
             loops["commands_remote"] = self.commands.run()
@@ -122,6 +122,7 @@ def _dc09_feed(
 ) -> Any:
     from edge.uplink.dc09 import Dc09Transmitter
     from edge.uplink.dc09_feed import Dc09Feed
+    from edge.uplink.dc09_sequence import SEQUENCE_FILE
 
     holder: dict[str, Dc09Feed] = {}
     assert cfg.dc09 is not None
@@ -129,6 +130,7 @@ def _dc09_feed(
         cfg.dc09,
         cfg,
         on_path_change=lambda path, up: holder["feed"].path_changed(path, up),
+        sequence_file=Path(cfg.paths.data_dir) / SEQUENCE_FILE,
     )
     holder["feed"] = Dc09Feed(
         transmitter=tx, journal=journal, outbox=outbox, journal_event=journal_event, beat=beat
