@@ -1,6 +1,7 @@
 """The motion pre-analysis on the synthetic camera's scenes, end to end through the real
 source (rendered, masked, encoded, decimated) and the real detector: a person walking
-triggers, a light switched on and the IR cut-over at dusk do not."""
+triggers, a light switched on, the IR day/night switch (grey, flatter, gamma-lifted, same
+mean) and the IR cut-over at dusk do not, and a walk through an IR switch stays one event."""
 
 from __future__ import annotations
 
@@ -51,9 +52,20 @@ def test_a_person_walking_across_triggers() -> None:
     assert 1.0 <= started[0].start_s <= 3.0 and 7.0 <= started[-1].start_s <= 9.5
 
 
-@pytest.mark.parametrize("url", ["lights?at=4", "dusk?start=2&fade=6"])
+def test_a_walk_through_the_ir_switch_is_one_event_per_crossing() -> None:
+    """The switch at 3 s comes mid-crossing (1-5 s): the old detector merged everything from
+    there into one long event; now each crossing is its own event, as without the switch."""
+    started, stats = motion_events("walker?start=1&period=4&pause=2&ir=3")
+    assert [round(e.start_s) for e in started] == [1, 7], started
+    assert [s["t_s"] for s in stats if s["lighting"]] == [3.0]
+    assert not any(s["holdoff"] for s in stats)
+
+
+@pytest.mark.parametrize("url", ["lights?at=4", "dusk?start=2&fade=6", "ir?at=4", "ir?at=3&back=8"])
 def test_lighting_changes_do_not_trigger(url: str) -> None:
     started, stats = motion_events(url)
     assert started == []
-    if url.startswith("lights"):
-        assert any(s.get("lighting") for s in stats)  # seen, and suppressed
+    if not url.startswith("dusk"):
+        switches = 2 if "back" in url else 1
+        assert sum(bool(s["lighting"]) for s in stats) == switches  # seen, and suppressed
+        assert not any(s["holdoff"] for s in stats), "never blind"

@@ -63,7 +63,12 @@ MOTION_RATE_FACTOR = 0.1  # changed pixels learn at this fraction of the learnin
 END_QUIET_S = 1.0  # an event ends after this much quiet frame time (and persistence frames)
 LEARN_EVERY = 4  # the background learns every 4th frame at 4x the rate: same time constant
 MAX_STEP_RATE = 0.1  # ... unless that step would exceed this; then it learns every frame
-LIGHTING_REPORT_SHARE = 0.2  # a tone change moving this share of the frame is reported ...
+# A tone map is applied as it is when under TONE_SMALL_CHANGE of the frame changed (it follows
+# a drift); over that, it must at least halve the change of the still scene it was fitted on,
+# or the view itself changed (the camera was knocked) and the map would only scramble the
+# background. A map that explains TONE_MIN_EXPLAINED of the frame is reported as lighting ...
+TONE_SMALL_CHANGE = 0.1
+TONE_MIN_EXPLAINED = 0.05
 LIGHTING_REPORT_GAP_S = 1.0  # ... once: not again within this time (a change over frames)
 
 
@@ -265,15 +270,19 @@ class MotionDetector:
         raw, tone = self._tone.measure(threshold)
         light = _Light(raw, raw, tone)
         if tone is not None:
-            light.residual = self._tone.residual_share(tone, threshold)
-            self._bg[...] = tone(self._bg)
-            if self._masked:
-                self._bg[self._invalid] = 0.0
+            check = self._tone.check(tone, threshold)
+            if raw >= TONE_SMALL_CHANGE and check.still_after > check.still_before / 2:
+                light.tone = None  # no change of light does that: the view itself changed
+            else:
+                light.residual = check.residual
+                self._bg[...] = tone(self._bg)
+                if self._masked:
+                    self._bg[self._invalid] = 0.0
         if light.residual >= self._cfg.lighting_fraction:
             light.relearn = light.reported = True
             np.copyto(self._bg, self._f)
             self._holdoff_until = t_s + self._cfg.lighting_holdoff_s
-        elif tone is not None and raw >= LIGHTING_REPORT_SHARE:
+        elif light.tone is not None and raw - light.residual >= TONE_MIN_EXPLAINED:
             light.reported = t_s - self._reported_at >= LIGHTING_REPORT_GAP_S
             self._reported_at = t_s
         if light.reported:

@@ -76,6 +76,17 @@ class ToneMap:
         return mapped
 
 
+@dataclasses.dataclass(frozen=True)
+class ToneCheck:
+    """Changed shares once the background is mapped: of the whole sample (``residual``) and,
+    before and after, of its still part (the pixels that voted for the map). A lighting
+    change leaves the still part unchanged after the map; a moved camera does not."""
+
+    residual: float
+    still_before: float
+    still_after: float
+
+
 class ToneSampler:
     """Frame-wide share of changed pixels and the tone map, read from the detector's own
     frame, background and changed-pixel buffers (views; those buffers are never replaced)."""
@@ -117,13 +128,22 @@ class ToneSampler:
             return raw, None
         return raw, self._fit(r)
 
-    def residual_share(self, tone: ToneMap, threshold: float) -> float:
-        """Share of the sample still changed once the background is mapped by ``tone``."""
+    def check(self, tone: ToneMap, threshold: float) -> ToneCheck:
+        """How much of the sample ``tone`` explains: all of it, and the still part."""
         mapped = tone(self._bg)
         if self._masked:
             mapped[self._invalid] = 0.0  # ignored pixels are 0 in the frame as well
         np.subtract(self._f, mapped, out=mapped)
-        return float(np.count_nonzero(np.abs(mapped) > threshold)) / self.valid_count
+        after = np.abs(mapped) > threshold
+        still = self._band < TONE_BINS
+        np.subtract(self._f, self._bg, out=mapped)
+        before = np.abs(mapped) > threshold
+        voters = max(1, int(np.count_nonzero(still)))
+        return ToneCheck(
+            residual=float(np.count_nonzero(after)) / self.valid_count,
+            still_before=float(np.count_nonzero(before & still)) / voters,
+            still_after=float(np.count_nonzero(after & still)) / voters,
+        )
 
     def _may_have_moved(self, r: F32Array) -> bool:
         """Per band, are more than half of the votes beyond the dead band one way? (3 counts
