@@ -71,11 +71,17 @@ class Motion(Strict):
         0.6,
         ge=0.2,
         le=1.0,
-        description="Change over this fraction of the frame is a lighting change: relearn "
-        "the background fast and hold detections off.",
+        description="Global changes of brightness, contrast and gamma (lights, the IR "
+        "day/night switch) are corrected, never held off; a change over this fraction of "
+        "the frame that they do not explain (the view itself changed) relearns the "
+        "background fast and holds new motion off.",
     )
     lighting_holdoff_s: float = Field(
-        2.0, ge=0.0, le=30.0, description="How long detections are held off after one."
+        2.0,
+        ge=0.0,
+        le=30.0,
+        description="How long new motion is held off after such a relearn; motion events "
+        "under way stay open through it.",
     )
     zones: list[MotionZone] = Field(
         default_factory=list,
