@@ -91,6 +91,8 @@ class Kind(str, Enum):
     COMMAND_EXECUTED = "command_executed"
     COMMAND_REFUSED = "command_refused"
     SERVICE_STARTED = "service_started"
+    DISK_FULL = "disk_full"
+    DISK_FULL_RESTORE = "disk_full_restore"
     JOURNAL_PRUNED = "journal_pruned"
     VIDEO_LOSS = "video_loss"
     VIDEO_RESTORE = "video_restore"
@@ -163,6 +165,10 @@ SPECS: dict[Kind, KindSpec] = {
     Kind.COMMAND_EXECUTED: KindSpec(None, None, 1, _LOC, "remote command executed", transmit=False),
     Kind.COMMAND_REFUSED: KindSpec(None, None, 1, _LOC, "remote command refused", transmit=False),
     Kind.SERVICE_STARTED: KindSpec("RR", 305, 1, _SYS, "alarm service started"),
+    # Contact ID 300 "system trouble" (SIA YX service required / YZ service completed): a
+    # condition with a restore, which receivers map to the same pair (see docs/protocol.md).
+    Kind.DISK_FULL: KindSpec("YX", 300, 1, _F, "data disk full"),
+    Kind.DISK_FULL_RESTORE: KindSpec("YZ", 300, 3, _R, "data disk space back"),
     Kind.JOURNAL_PRUNED: KindSpec(None, None, 1, _LOC, "journal pruned", transmit=False),
     # Video has no SIA / Contact ID codes: these go to the central station over MQTT only.
     Kind.VIDEO_LOSS: KindSpec(None, None, 1, _F, "video lost"),

@@ -255,7 +255,7 @@ def test_overflow_drops_telemetry_before_alarms(journal: Journal, path: Path) ->
 def test_rejected_table_is_bounded(journal: Journal, box: Outbox) -> None:
     add(journal, *[Kind.BURGLARY] * 3)
     box.catch_up(journal)
-    box._db.executemany(  # a full table, without sending 10,000 events through
+    box._store.db.executemany(  # a full table, without sending 10,000 events through
         "INSERT INTO rejected VALUES ('dc09', ?, 'x', 0, 0, 1, 'old', 0)",
         [(i,) for i in range(REJECTED_KEEP)],
     )

@@ -25,6 +25,12 @@ priority, oldest items are dropped first (telemetry before alarms; an alarm only
 whole backlog is alarms) and moved to the ``rejected`` table; :meth:`Outbox.overflow` tells
 the caller how many were dropped so it can journal the loss. Only one process (the alarm
 service) may open the outbox.
+
+A full data disk degrades the outbox instead of stopping it: a write that fails for lack of
+space releases the disk reserve and is tried once more, then the change is kept in a bounded
+memory overlay (:mod:`edge.uplink.outbox_memory`) and sending goes on from it. The overlay is
+written to the file by :meth:`Outbox.flush` once space is back and the journal holds every
+event it covers (the file's catch-up mark never runs ahead of the journal's file).
 """
 
 from __future__ import annotations
@@ -35,97 +41,36 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from edge.errors import EdgeError
-from edge.events import Category, Event, Kind
-from edge.journal import Journal, parse_iso
-from edge.sqlite_tx import immediate
+from edge.disk import LOW_WATER_BYTES, Reserve, free_bytes, is_disk_full
+from edge.events import Event
+from edge.journal import Journal
+from edge.uplink.outbox_memory import MemoryOverlay
+from edge.uplink.outbox_schema import (
+    CATCH_UP_BATCH,
+    REJECTED_KEEP,
+    OutboxError,
+    OutboxItem,
+    backoff_delay,
+    new_row,
+    outbox_error,
+    outbox_path,
+    priority_of,
+)
+from edge.uplink.outbox_store import OutboxStore
+
+__all__ = [
+    "REJECTED_KEEP", "Outbox", "OutboxError", "OutboxItem", "backoff_delay", "outbox_path",
+    "priority_of",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
-OUTBOX_FILE = "outbox.db"
-SCHEMA_VERSION = 1
-CATCH_UP_BATCH = 1000  # journal rows read and committed per transaction
-SQL_CHUNK = 500  # values per IN (...) list, well below SQLite's variable limit
-REJECTED_KEEP = 10_000  # rejected rows kept for diagnosis (the journal keeps the events)
-JITTER = 0.2
-
-_C = Category
-PRIORITY: dict[Category, int] = {_C.ALARM: 0, _C.TAMPER: 0, _C.FAULT: 1, _C.RESTORE: 2,
-                                 _C.ARMING: 2, _C.BYPASS: 2, _C.SYSTEM: 3, _C.LOCAL: 4}  # fmt: skip
-LOWEST_FIRST = sorted(set(PRIORITY.values()), reverse=True)
-
-DDL = (
-    "CREATE TABLE meta (one INTEGER PRIMARY KEY CHECK (one = 1), high_seq INTEGER NOT NULL,"
-    " high_id TEXT NOT NULL)",
-    "INSERT INTO meta VALUES (1, 0, '')",
-    # Stored in send order, so due() reads the table itself in (priority, seq) order.
-    """CREATE TABLE pending (transport TEXT NOT NULL, priority INTEGER NOT NULL,
-        seq INTEGER NOT NULL, event_id TEXT NOT NULL, ts REAL NOT NULL,
-        attempts INTEGER NOT NULL, first_sent REAL, next_try REAL NOT NULL,
-        PRIMARY KEY (transport, priority, seq)) WITHOUT ROWID""",
-    "CREATE UNIQUE INDEX pending_seq ON pending(transport, seq)",
-    "CREATE UNIQUE INDEX pending_id ON pending(transport, event_id)",
-    "CREATE INDEX pending_next ON pending(transport, next_try)",
-    """CREATE TABLE rejected (transport TEXT NOT NULL, seq INTEGER NOT NULL,
-        event_id TEXT NOT NULL, priority INTEGER NOT NULL, ts REAL NOT NULL,
-        attempts INTEGER NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL)""",
-    "CREATE INDEX rejected_transport ON rejected(transport)",
-)
-_ITEM = "transport, seq, event_id, priority, attempts, first_sent, next_try"
-
-
-class OutboxError(EdgeError, RuntimeError):
-    """The outbox file cannot be opened or written."""
-
-
-def priority_of(kind: Kind) -> int:
-    """Send rank of a kind (0 first): alarms and tamper, faults, restores/arming, system."""
-    return PRIORITY[kind.spec.category]
-
-
-def backoff_delay(attempts: int, backoff_s: tuple[float, float], rng: random.Random) -> float:
-    """Wait after the ``attempts``-th send: doubling from the minimum, jittered ±20 %.
-
-    The cap is applied after the jitter, so a capped item still spreads over [0.8, 1] x cap
-    and a backlog resent after an outage does not come back in lockstep.
-    """
-    low, high = backoff_s
-    raw = min(high, low * 2.0 ** min(max(attempts, 1) - 1, 40))
-    return min(high, raw * rng.uniform(1.0 - JITTER, 1.0 + JITTER))
-
-
-def outbox_path(data_dir: str | Path) -> Path:
-    """Where the outbox lives: next to the journal it is derived from."""
-    return Path(data_dir) / OUTBOX_FILE
-
-
-@dataclass(frozen=True)
-class OutboxItem:
-    transport: str
-    seq: int
-    event_id: str
-    priority: int
-    attempts: int
-    first_sent: float | None
-    next_try: float
-
-
-def _epoch(event: Event) -> float:
-    try:
-        return parse_iso(event.ts).timestamp()
-    except (ValueError, IndexError):
-        log.warning("event %s has an unreadable ts %r; using now for its age", event.id, event.ts)
-        return time.time()
-
-
-def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(values), SQL_CHUNK):
-        yield values[start : start + SQL_CHUNK]
+FLUSH_EVERY_S = 1.0  # while changes are held in memory, catch_up tries to write them this often
+T = TypeVar("T")
 
 
 class Outbox:
@@ -156,84 +101,53 @@ class Outbox:
         self._lock = threading.Lock()
         self._overflow: dict[str, int] = {}
         self._checked = False  # journal identity checked on the first catch_up
+        self._mem = MemoryOverlay(self.transports)
+        self._reserve = Reserve(self.path.parent)
+        self._next_flush = 0.0
         try:
             self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                str(self.path), timeout=5.0, isolation_level=None, check_same_thread=False
-            )
+            self._store = OutboxStore(self.path, self.transports, max_rows)
         except (OSError, sqlite3.Error) as exc:
-            raise self._error("open", exc) from exc
-        try:
-            self._prepare()
-        except BaseException as exc:
-            self._db.close()
-            if isinstance(exc, sqlite3.Error):
-                raise self._error("open", exc) from exc
-            raise
-
-    # -- opening ----------------------------------------------------------------------------
-    def _prepare(self) -> None:
-        db = self._db
-        if str(db.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() != "wal":
-            log.warning("outbox %s: WAL mode refused; readers may block", self.path)
-        db.execute("PRAGMA synchronous=NORMAL")  # why: see the module docstring
-        marks = ",".join("?" * len(self.transports))
-        with self._tx():
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise OutboxError(
-                    f"{self.path}: outbox schema {version} is newer than this edge version "
-                    f"understands ({SCHEMA_VERSION}): upgrade edge"
-                )
-            if version == 0:
-                for statement in DDL:
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            sql = f"DELETE FROM pending WHERE transport NOT IN ({marks})"
-            gone = db.execute(sql, self.transports).rowcount
-            db.execute("UPDATE pending SET next_try = 0 WHERE next_try > 0")
-            meta = db.execute("SELECT high_seq, high_id FROM meta").fetchone()
-        self._high_seq, self._high_id = meta
-        if gone:
-            log.warning("outbox %s: dropped %d items of unconfigured transports", self.path, gone)
-        self._depth = {t: self._count("pending", t) for t in self.transports}
-
-    def _count(self, table: str, transport: str) -> int:
-        sql = f"SELECT COUNT(*) FROM {table} WHERE transport = ?"
-        return int(self._db.execute(sql, (transport,)).fetchone()[0])
-
-    def _error(self, action: str, exc: BaseException) -> OutboxError:
-        low = str(exc).lower()
-        if isinstance(exc, PermissionError) or "readonly" in low or "unable to open" in low:
-            fix = f"run as the edge user or fix ownership of {self.path.parent}"
-        elif "full" in low:
-            fix = f"free space on the disk holding {self.path.parent}"
-        elif "not a database" in low or "malformed" in low:
-            fix = (
-                f"stop the alarm service and move the file aside (mv {self.path} "
-                f"{self.path}.bad); it is rebuilt from the journal, which resends the events "
-                "the journal holds (the central station ignores duplicate ids)"
-            )
-        else:
-            fix = "only the alarm service may open the outbox; check the disk (dmesg)"
-        return OutboxError(f"{self.path}: cannot {action} the outbox: {exc}: {fix}")
+            raise outbox_error(self.path, "open", exc) from exc
 
     @contextlib.contextmanager
-    def _guarded(self, action: str) -> Iterator[sqlite3.Connection]:
+    def _guarded(self, action: str) -> Iterator[OutboxStore]:
         with self._lock:
             try:
-                yield self._db
+                yield self._store
             except sqlite3.Error as exc:
-                raise self._error(action, exc) from exc
-
-    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        return immediate(self._db)
+                raise outbox_error(self.path, action, exc) from exc
 
     def _known(self, transport: str) -> None:
-        if transport not in self._depth:
+        if transport not in self.transports:
             raise ValueError(
                 f"unknown transport {transport!r}: this outbox serves {', '.join(self.transports)}"
             )
+
+    def _write(self, on_file: Callable[[], T], in_memory: Callable[[], T]) -> T:
+        """Make one change in the file, or in the memory overlay when the disk is full.
+
+        ``on_file`` must be one transaction. Once anything is held in memory, every change
+        goes there until :meth:`flush` succeeds, so the file never sees them out of order.
+        A new change (e.g. "send everything now") is one such pair of small functions.
+        """
+        if not self._mem.active:
+            try:
+                return on_file()
+            except sqlite3.Error as exc:
+                if not is_disk_full(exc):
+                    raise
+            if self._reserve.release():
+                try:
+                    return on_file()
+                except sqlite3.Error as exc:
+                    if not is_disk_full(exc):
+                        raise
+            log.error("outbox %s: data disk full: keeping changes in memory", self.path)
+        return in_memory()
+
+    def _high(self) -> tuple[int, str]:
+        return self._mem.high or self._store.high
 
     # -- filling ----------------------------------------------------------------------------
     def catch_up(self, journal: Journal) -> int:
@@ -242,93 +156,68 @@ class Outbox:
         journal has nothing new, so it may follow every append."""
         last = journal.last_seq()
         with self._guarded("fill"):
-            if not self._checked or last < self._high_seq:
-                if self._journal_replaced(journal, last):
-                    self._forget_all()
+            if self._mem.active and time.monotonic() >= self._next_flush:
+                self._flush_locked(journal)
+            if not self._checked or last < self._high()[0]:
+                if self._journal_replaced(journal, last) and not self._forget_all():
+                    return 0  # the disk is full: try again at the next catch_up
                 self._checked = True
             added = 0
-            while last > self._high_seq:
-                events = journal.since(self._high_seq, CATCH_UP_BATCH)
+            while last > self._high()[0]:
+                events = journal.since(self._high()[0], CATCH_UP_BATCH)
                 if not events:
                     break
-                added += self._enqueue(events)
+                added += self._enqueue(events, journal.durable_seq())
             return added
 
     def _journal_replaced(self, journal: Journal, last: int) -> bool:
         """The high-water row is gone from where it must be: this is another journal."""
-        if self._high_seq == 0:
+        high_seq, high_id = self._high()
+        if high_seq == 0:
             return False
-        if last < self._high_seq:
+        if last < high_seq:
             return True
-        event = journal.get(self._high_id)
+        event = journal.get(high_id)
         if event is not None:
-            return event.seq != self._high_seq
+            return event.seq != high_seq
         first = journal.since(0, 1)  # pruned past our mark is not a replacement
-        return bool(first) and first[0].seq <= self._high_seq
+        return bool(first) and first[0].seq <= high_seq
 
-    def _forget_all(self) -> None:
-        reason = "journal replaced: the event is no longer in the journal"
+    def _forget_all(self) -> bool:
         log.error(
             "outbox %s: the journal is not the one the outbox was built from (it ends before "
             "seq %d or holds another event there); its %d pending items are rejected",
-            self.path, self._high_seq, sum(self._depth.values()),
+            self.path, self._high()[0], sum(map(self.depth_locked, self.transports)),
         )  # fmt: skip
-        with self._tx() as db:
-            for transport in self.transports:
-                seqs = [r[0] for r in db.execute(
-                    "SELECT seq FROM pending WHERE transport = ?", (transport,))]  # fmt: skip
-                self._move_to_rejected(transport, seqs, reason)
-            db.execute("UPDATE meta SET high_seq = 0, high_id = ''")
-        self._high_seq, self._high_id = 0, ""
-        self._depth = dict.fromkeys(self.transports, 0)
+        try:
+            self._store.forget_all("journal replaced: the event is no longer in the journal")
+        except sqlite3.Error as exc:
+            if not is_disk_full(exc):
+                raise
+            return False
+        self._mem.clear()
+        return True
 
-    def _enqueue(self, events: list[Event]) -> int:
+    def _enqueue(self, events: list[Event], durable_seq: int) -> int:
         wanted = [e for e in events if e.kind.spec.transmit]
-        last = events[-1]
-        depth, dropped = dict(self._depth), {}
-        with self._tx() as db:
-            for transport in self.transports:
-                rows = [(transport, priority_of(e.kind), e.seq, e.id, _epoch(e)) for e in wanted]
-                cur = db.executemany(
-                    "INSERT OR IGNORE INTO pending VALUES (?, ?, ?, ?, ?, 0, NULL, 0)", rows
-                )
-                depth[transport] += cur.rowcount
-                dropped[transport] = self._enforce_bound(transport, depth[transport])
-                depth[transport] -= dropped[transport]
-            db.execute("UPDATE meta SET high_seq = ?, high_id = ?", (last.seq, last.id))
-        self._high_seq, self._high_id, self._depth = last.seq, last.id, depth
+        rows = {t: [new_row(t, e) for e in wanted] for t in self.transports}
+        high = (events[-1].seq, events[-1].id)
+
+        def in_memory() -> dict[str, int]:
+            return self._mem.enqueue(rows, high)
+
+        if high[0] > durable_seq:  # the journal holds these in memory: so must we
+            dropped = in_memory()
+        else:
+            dropped = self._write(lambda: self._store.enqueue(rows, high), in_memory)
+        self._count_overflow(dropped)
+        return len(wanted)
+
+    def _count_overflow(self, dropped: dict[str, int]) -> None:
         for transport, n in dropped.items():
             if n:
                 self._overflow[transport] = self._overflow.get(transport, 0) + n
                 log.warning("outbox %s full: dropped %d %s items", self.path, n, transport)
-        return len(wanted)
-
-    def _enforce_bound(self, transport: str, depth: int) -> int:
-        """Drop the lowest-priority, oldest items beyond max_rows; returns how many."""
-        excess, dropped = depth - self.max_rows, 0
-        reason = f"outbox full (max_rows={self.max_rows}): dropped, lowest priority first"
-        for priority in LOWEST_FIRST:
-            if dropped >= excess:
-                break
-            seqs = [r[0] for r in self._db.execute(
-                "SELECT seq FROM pending WHERE transport = ? AND priority = ? ORDER BY seq "
-                "LIMIT ?", (transport, priority, excess - dropped))]  # fmt: skip
-            dropped += self._move_to_rejected(transport, seqs, reason)
-        return dropped
-
-    def _move_to_rejected(self, transport: str, seqs: Sequence[int], reason: str) -> int:
-        moved, now = 0, time.time()
-        for chunk in _chunks(seqs):
-            where = f"transport = ? AND seq IN ({','.join('?' * len(chunk))})"
-            self._db.execute(
-                "INSERT INTO rejected SELECT transport, seq, event_id, priority, ts, attempts, "
-                f"?, ? FROM pending WHERE {where}", (reason, now, transport, *chunk)
-            )  # fmt: skip
-            cur = self._db.execute(f"DELETE FROM pending WHERE {where}", (transport, *chunk))
-            moved += cur.rowcount
-        self._db.execute("DELETE FROM rejected WHERE rowid <= (SELECT MAX(rowid) FROM rejected)"
-                         " - ?", (REJECTED_KEEP,))  # fmt: skip
-        return moved
 
     def overflow(self) -> dict[str, int]:
         """Items dropped per transport since the last call (the caller journals the loss)."""
@@ -336,78 +225,109 @@ class Outbox:
             out, self._overflow = self._overflow, {}
             return out
 
+    # -- the disk ---------------------------------------------------------------------------
+    def flush(self, journal: Journal) -> bool:
+        """Write what the memory overlay holds; True when nothing is left in memory.
+
+        Waits (returns False) while ``journal`` still holds events in memory that the overlay
+        covers. Once done, an outbox opened exclusive on a full disk reopens shared.
+        """
+        with self._guarded("write"):
+            return self._flush_locked(journal)
+
+    def _flush_locked(self, journal: Journal) -> bool:
+        self._next_flush = time.monotonic() + FLUSH_EVERY_S
+        mem = self._mem
+        if mem.active:
+            if mem.high is not None and mem.high[0] > journal.durable_seq():
+                return False
+            try:
+                dropped = self._store.apply(
+                    mem.added_rows(), mem.sent_rows(), mem.removed, mem.rejected, mem.high
+                )
+            except sqlite3.Error as exc:
+                if is_disk_full(exc):
+                    return False
+                raise
+            log.info("outbox %s: wrote %d changes held in memory", self.path, mem.size())
+            mem.clear()
+            self._count_overflow(dropped)
+        if self._store.exclusive and free_bytes(self.path.parent) >= LOW_WATER_BYTES:
+            self._store.reopen()
+        return True
+
+    def held(self) -> int:
+        """Changes (new items, sends, acks) kept in memory for lack of disk space."""
+        with self._lock:
+            return self._mem.size()
+
+    def checkpoint(self) -> bool:
+        """Empty the write-ahead log into the file (see :func:`edge.sqlite_wal.checkpoint`)."""
+        with self._guarded("checkpoint") as store:
+            return store.checkpoint()
+
     # -- draining ---------------------------------------------------------------------------
     def due(self, transport: str, now: float, limit: int = 100) -> list[OutboxItem]:
         """Unacked items whose retry time has come, in send order: priority, then seq."""
         self._known(transport)
-        with self._guarded("read") as db:
-            soonest = self._soonest(transport)
-            if soonest is None or soonest > now:
-                return []
-            # "+next_try": keep the planner on the primary key, which is already in send
-            # order, instead of the next_try index followed by a sort of the whole backlog.
-            rows = db.execute(f"SELECT {_ITEM} FROM pending WHERE transport = ? AND "
-                              "+next_try <= ? ORDER BY priority, seq LIMIT ?",
-                              (transport, now, limit)).fetchall()  # fmt: skip
-        return [OutboxItem(*row) for row in rows]
+        with self._guarded("read") as store:
+            if not self._mem.active:
+                return store.due(transport, now, limit)
+            on_file = store.due(transport, now, limit + self._mem.shadowed(transport))
+            return self._mem.due(transport, now, limit, on_file)
 
     def oldest(self, transport: str, limit: int = 100) -> list[OutboxItem]:
         """The oldest unacked items in journal order, whatever their retry time: for a
         transport that sends strictly in order on its own retry schedule (DC-09)."""
         self._known(transport)
-        with self._guarded("read") as db:
-            rows = db.execute(f"SELECT {_ITEM} FROM pending WHERE transport = ? ORDER BY seq "
-                              "LIMIT ?", (transport, limit)).fetchall()  # fmt: skip
-        return [OutboxItem(*row) for row in rows]
+        with self._guarded("read") as store:
+            if not self._mem.active:
+                return store.in_order(transport, limit)
+            on_file = store.in_order(transport, limit + self._mem.shadowed(transport))
+            return self._mem.in_order(transport, limit, on_file)
 
     def next_try(self, transport: str) -> float | None:
         """The earliest retry time of a transport (None when nothing is pending): how long
         a sender may sleep when :meth:`due` returned nothing."""
         self._known(transport)
-        with self._guarded("read"):
-            return self._soonest(transport)
-
-    def _soonest(self, transport: str) -> float | None:
-        sql = "SELECT MIN(next_try) FROM pending WHERE transport = ?"
-        value = self._db.execute(sql, (transport,)).fetchone()[0]
-        return None if value is None else float(value)
+        with self._guarded("read") as store:
+            if not self._mem.active:
+                return store.soonest(transport)
+            return self._mem.soonest(transport, store)
 
     def mark_sent(self, transport: str, seqs: Sequence[int], now: float) -> None:
         """Record one more send of each item and when to resend it if no ack comes."""
         self._known(transport)
-        with self._guarded("write"), self._tx() as db:
-            rows: list[tuple[int, int, float | None]] = []
-            for chunk in _chunks(list(dict.fromkeys(seqs))):
-                rows += db.execute(
-                    "SELECT seq, attempts, first_sent FROM pending WHERE transport = ? "
-                    f"AND seq IN ({','.join('?' * len(chunk))})", (transport, *chunk),
-                ).fetchall()  # fmt: skip
-            updates = [(n + 1, now if first is None else first,
-                        now + backoff_delay(n + 1, self.backoff_s, self._rng), transport, seq)
-                       for seq, n, first in rows]  # fmt: skip
-            db.executemany("UPDATE pending SET attempts = ?, first_sent = ?, next_try = ? "
-                           "WHERE transport = ? AND seq = ?", updates)  # fmt: skip
+        unique = list(dict.fromkeys(seqs))
+
+        def delay(attempts: int) -> float:
+            return backoff_delay(attempts, self.backoff_s, self._rng)
+
+        with self._guarded("write") as store:
+            self._write(
+                lambda: store.mark_sent(transport, unique, now, delay),
+                lambda: self._mem.mark_sent(transport, unique, now, delay, store),
+            )
 
     def ack(self, transport: str, event_ids: Sequence[str]) -> int:
         """Forget acknowledged items; returns how many were pending (repeats are harmless)."""
         self._known(transport)
-        ids = [(transport, i) for i in dict.fromkeys(event_ids)]
+        ids = list(dict.fromkeys(event_ids))
         if not ids:
             return 0
-        with self._guarded("write"):
-            with self._tx() as db:
-                sql = "DELETE FROM pending WHERE transport = ? AND event_id = ?"
-                done = db.executemany(sql, ids).rowcount
-            self._depth[transport] -= done
-        return done
+        with self._guarded("write") as store:
+            return self._write(
+                lambda: store.ack(transport, ids), lambda: self._mem.ack(transport, ids, store)
+            )
 
     def reject(self, transport: str, seq: int, reason: str) -> None:
         """Give up on one item (e.g. a DC-09 DUH): keep it in the rejected table with why."""
         self._known(transport)
-        with self._guarded("write"):
-            with self._tx():
-                moved = self._move_to_rejected(transport, [seq], reason)
-            self._depth[transport] -= moved
+        with self._guarded("write") as store:
+            moved = self._write(
+                lambda: store.reject(transport, [seq], reason),
+                lambda: self._mem.reject(transport, seq, reason, store),
+            )
         if moved:
             log.warning("outbox: %s gave up on seq %d: %s", transport, seq, reason)
 
@@ -415,21 +335,29 @@ class Outbox:
     def depth(self, transport: str) -> int:
         self._known(transport)
         with self._lock:
-            return self._depth[transport]
+            return self.depth_locked(transport)
+
+    def depth_locked(self, transport: str) -> int:
+        return self._mem.depth(transport, self._store.depth[transport])
 
     def oldest_unacked_age_s(self, transport: str, now_wall: float) -> float | None:
         """Age of the oldest owed event (journal order), from its journal timestamp."""
         self._known(transport)
-        with self._guarded("read") as db:
-            sql = "SELECT ts FROM pending WHERE transport = ? ORDER BY seq LIMIT 1"
-            row = db.execute(sql, (transport,)).fetchone()
-        return None if row is None else max(0.0, now_wall - row[0])
+        with self._guarded("read"):
+            oldest = self._first_owed(transport)
+        return None if oldest is None else max(0.0, now_wall - oldest[1])
+
+    def _first_owed(self, transport: str) -> tuple[int, float] | None:
+        if self._mem.active:
+            return self._mem.oldest(transport, self._store)
+        first = self._store.first(transport, "seq", 1)
+        return (first[0][0], first[0][2]) if first else None
 
     def oldest_pending_seq(self) -> int | None:
         """Lowest journal seq still owed on any transport: the journal must keep it."""
-        with self._guarded("read") as db:
-            row = db.execute("SELECT MIN(seq) FROM pending").fetchone()
-        return None if row is None else row[0]
+        with self._guarded("read"):
+            seqs = [o[0] for o in map(self._first_owed, self.transports) if o is not None]
+        return min(seqs) if seqs else None
 
     def stats(self, now_wall: float | None = None) -> dict[str, dict[str, Any]]:
         """Per transport: depth, oldest_s (age of the oldest owed event), rejected (kept)."""
@@ -437,15 +365,21 @@ class Outbox:
         out: dict[str, dict[str, Any]] = {}
         for transport in self.transports:
             oldest = self.oldest_unacked_age_s(transport, now_wall)
-            with self._guarded("read"):
-                rejected = self._count("rejected", transport)
+            with self._guarded("read") as store:
+                rejected = store.count("rejected", transport) + self._mem.rejected_count(transport)
             out[transport] = {"depth": self.depth(transport), "oldest_s": oldest,
-                              "rejected": rejected}  # fmt: skip
+                              "rejected": min(rejected, REJECTED_KEEP)}  # fmt: skip
         return out
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._mem.active:
+                log.warning(
+                    "outbox %s: %d changes held in memory are not written (disk full); the "
+                    "next start enqueues their events again from the journal",
+                    self.path, self._mem.size(),
+                )  # fmt: skip
+            self._store.close()
 
     def __enter__(self) -> Outbox:
         return self
