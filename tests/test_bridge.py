@@ -7,7 +7,10 @@ a test CA (tests/support/pki.py).
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
 import logging
+import re
 import ssl
 import stat
 import time
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from support.alarm import BusWatcher
 from support.broker import MOSQUITTO, Broker
 from support.central import (
     SUPERUSER,
@@ -30,10 +34,22 @@ from support.central import (
     start_central,
 )
 from support.pki import Pki, make_pki
+from support.site import SITE, Site
 
-from edge.config.central import CentralConfig, missing_files
+from edge.config.central import (
+    LINK_BACK_WITHIN_S,
+    RESTART_CAP_S,
+    RESTART_MIN_S,
+    CentralConfig,
+    missing_files,
+)
 from edge.uplink import topics
-from edge.uplink.bridge import certificate_problems, prepare
+from edge.uplink.bridge import (
+    certificate_problems,
+    first_delay_s,
+    prepare,
+    restart_timeout_line,
+)
 from edge.uplink.broker import render_local_config
 
 pytestmark = pytest.mark.skipif(not MOSQUITTO.exists(), reason="mosquitto is not installed")
@@ -155,9 +171,28 @@ def test_key_mode_checked_only_when_the_key_exists(tmp_path: Path) -> None:
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     CentralConfig(host="central.example", secrets_dir=str(tmp_path))
     with pytest.raises(ValidationError, match="restart_timeout_min_s"):
-        CentralConfig(host="c", restart_timeout_min_s=30, restart_timeout_max_s=10)
+        CentralConfig(host="c", restart_timeout_min_s=8, restart_timeout_max_s=5)
     with pytest.raises(ValidationError):
         CentralConfig(host="c", ca_file="ca.crt\nlistener 1883 0.0.0.0")
+
+
+def test_reconnection_backoff_is_capped_and_spread_over_boxes(tmp_path: Path, pki: Pki) -> None:
+    """The cap keeps a returning central reached within 15 s; each box's own base keeps
+    10,000 boxes that lost it together from all retrying in the same second."""
+    defaults = CentralConfig(host="c")
+    assert (defaults.restart_timeout_min_s, defaults.restart_timeout_max_s) == (2, RESTART_CAP_S)
+    for key in ("restart_timeout_max_s", "restart_timeout_min_s"):
+        with pytest.raises(ValidationError, match=key):
+            CentralConfig(host="c", **{key: 120})  # the old default cap: 2 min without a link
+    text = render_local_config(site_config(tmp_path, A, 1883), central_section(pki, A, 8883))
+    assert "restart_timeout 1 1" in text.splitlines()  # test-short delays, as configured
+    bases = [first_delay_s(f"site-{n:05d}", defaults) for n in range(10_000)]
+    assert set(bases) == set(range(2, RESTART_CAP_S + 1))
+    busiest = max(bases.count(b) for b in set(bases))
+    assert busiest < 0.15 * len(bases), busiest  # ~1/9 of the boxes per second, not all
+    assert first_delay_s(A, defaults) == first_delay_s(A, CentralConfig(host="other"))
+    line = restart_timeout_line(A, defaults)
+    assert line == f"restart_timeout {first_delay_s(A, defaults)} {RESTART_CAP_S}"
 
 
 def test_broker_start_names_a_certificate_the_central_would_refuse(
@@ -248,6 +283,78 @@ def test_bridge_comes_back_after_a_central_restart(link: Link, pki: Pki) -> None
     link.wait_bridged()
     link.local.publish(topics.UP_EVENTS, "after restart")
     link.console.expect_payload(f"sites/{A}/events", b"after restart")
+
+
+ATTEMPT = re.compile(r"^(\S+): Connecting bridge \(step 1\) ")
+FAILED = "Error creating bridge"
+
+
+def bridge_attempts(box: Broker) -> list[dt.datetime]:
+    """When the box broker started each connection attempt (its log has whole seconds)."""
+    lines = box.log_path.read_text(errors="replace").splitlines()
+    found = (ATTEMPT.match(line) for line in lines)
+    return [dt.datetime.fromisoformat(m.group(1)) for m in found if m]
+
+
+def wait_capped(box: Broker, cap_s: int, budget_s: float) -> list[float]:
+    """Until two attempts are a full cap apart (mosquitto adds 1-2 s to each delay): the
+    back-off has grown to its cap. Returns the gaps seen, in seconds."""
+    deadline = time.monotonic() + budget_s
+    while True:
+        times = bridge_attempts(box)
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+        if gaps and gaps[-1] >= cap_s + 1:
+            return gaps
+        assert time.monotonic() < deadline, f"no capped delay within {budget_s} s: {gaps}"
+        time.sleep(0.2)
+
+
+def wait_failure(box: Broker, timeout: float) -> None:
+    """Until the box broker logs a new failed attempt."""
+    seen = box.log_path.read_text(errors="replace").count(FAILED)
+    deadline = time.monotonic() + timeout
+    while box.log_path.read_text(errors="replace").count(FAILED) == seen:
+        assert time.monotonic() < deadline, box.log_tail()
+        time.sleep(0.02)
+
+
+def wait_link(watch: BusWatcher, state: bytes, timeout: float) -> float:
+    """Monotonic time at which the box bus said the link is ``state``."""
+    deadline = time.monotonic() + timeout
+    while (
+        msg := watch.wait(topics.link(SITE), max(0.01, deadline - time.monotonic()))
+    ).payload != state:
+        pass
+    return msg.at
+
+
+@pytest.mark.slow
+def test_link_and_held_event_back_within_15_s_of_a_long_outage(tmp_path: Path) -> None:
+    """The production back-off (2-10 s) is left to reach its cap while the central broker is
+    down, which returns at the worst moment, just after an attempt failed: the link reads 1
+    and an alarm raised during the outage reaches the central within 15 s."""
+    site = Site(tmp_path, restart_timeout_min_s=RESTART_MIN_S, restart_timeout_max_s=RESTART_CAP_S)
+    watch = site.watcher((topics.link(SITE),))
+    try:
+        site.console.close()
+        site.central.stop()
+        wait_link(watch, b"0", timeout=10)
+        gaps = wait_capped(site.box, RESTART_CAP_S, budget_s=75)
+        site.trip("panic")  # held in edge-alarm's outbox while the link is down
+        wait_failure(site.box, timeout=RESTART_CAP_S + 5)
+        back = time.monotonic()
+        site.central.restart()
+        site.console = site.connect_console()  # the station is there before the box is
+        link_s = wait_link(watch, b"1", timeout=30) - back
+        site.event("panic", timeout=30)
+        event_s = time.monotonic() - back
+        print(
+            f"attempt gaps {gaps} s; central back: link 1 in {link_s:.1f} s, event {event_s:.1f} s"
+        )
+        assert link_s <= LINK_BACK_WITHIN_S and event_s <= LINK_BACK_WITHIN_S, (link_s, event_s)
+    finally:
+        watch.close()
+        site.close()
 
 
 def test_queued_messages_survive_a_box_broker_restart(link: Link, pki: Pki) -> None:

@@ -10,6 +10,10 @@ What mosquitto 2.0.11 does with it (checked against two real brokers, tests/test
   the will) and on the box broker (``0`` as soon as the link drops, ``1`` when it is back);
 * missing TLS files do not stop mosquitto: the local bus runs and the bridge retries,
   reloading the files on each attempt;
+* reconnection: a jittered exponential back-off capped at 10 s (:func:`restart_timeout_line`),
+  so the link is back within 12 s of the central broker's return, measured;
+* a central broker that is down and one that refuses the site certificate both log
+  ``Error creating bridge: Protocol error.``; docs/bridge.md says how to tell them apart;
 * ``cleansession false`` keeps the *box-side* session: messages published while the link is
   down wait in the box broker (bounded, saved to disk on shutdown and every
   :data:`AUTOSAVE_INTERVAL_S`) and leave when it is back. The *central-side* session is not
@@ -21,6 +25,7 @@ What mosquitto 2.0.11 does with it (checked against two real brokers, tests/test
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import re
 from pathlib import Path
@@ -76,11 +81,30 @@ def bridge_lines(site_id: str, central: CentralConfig) -> list[str]:
         f"remote_clientid {site_id}",
         f"cleansession {_bool(central.cleansession)}",
         f"keepalive_interval {central.keepalive_s}",
-        f"restart_timeout {central.restart_timeout_min_s} {central.restart_timeout_max_s}",
+        restart_timeout_line(site_id, central),
         *tls_lines(central),
         *notification_lines(site_id),
         *topic_lines(site_id),
     ]
+
+
+def restart_timeout_line(site_id: str, central: CentralConfig) -> str:
+    """mosquitto's jittered backoff, ``restart_timeout BASE CAP``, with a base of this box's own.
+
+    mosquitto 2.0 waits BASE after the link drops, then min(CAP, random(BASE, 3 × previous))
+    after each failed attempt, and back to BASE once connected. The jitter thus starts only
+    after a failure: boxes that lose a central broker that restarts quickly would all retry
+    BASE seconds later, in the same second. Each box therefore takes its own BASE, spread
+    over [restart_timeout_min_s, restart_timeout_max_s] by its site id (stable across
+    restarts, so the generated file does not change from one start to the next)."""
+    return f"restart_timeout {first_delay_s(site_id, central)} {central.restart_timeout_max_s}"
+
+
+def first_delay_s(site_id: str, central: CentralConfig) -> int:
+    """This box's reconnection base, spread evenly by a hash of the site id."""
+    low, high = central.restart_timeout_min_s, central.restart_timeout_max_s
+    digest = hashlib.sha256(site_id.encode("utf-8")).digest()
+    return low + int.from_bytes(digest[:4], "big") % (high - low + 1)
 
 
 def tls_lines(central: CentralConfig) -> list[str]:
