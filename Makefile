@@ -44,6 +44,7 @@ bench: $(STAMP)
 	@$(PY) -m pip install -q -e '.[bench]' >> $(VENV)/install.log 2>&1
 	$(PY) bench/alarm_startup.py
 	$(PY) bench/alarm_latency.py
+	$(PY) bench/alarm_soak.py
 	$(PY) bench/uplink.py
 	$(PY) bench/dc09_drain.py
 	$(PY) bench/motion.py

@@ -17,6 +17,7 @@ from edge.config.models import Hardware
 from edge.errors import CommandError, EdgeError, HardwareError
 from edge.hw.pins import make_pin_factory
 from edge.hw.sim import SimFactory, SimHardware
+from edge.hw.sim_adc import STATES_KEPT
 from edge.loops import LoopState, volts_from_ohms
 from edge.pinout import SpiPins, spi_pins
 
@@ -353,3 +354,25 @@ def test_sim_factory_uses_configured_vref() -> None:
     chip = factory.mcp3008(PINS)
     chip.set_volts(3, volts_from_ohms(4700, 5.0, 4700))
     assert chip.code(True, 3) == 512
+
+
+def test_pin_history_stays_bounded_over_a_long_run() -> None:
+    """gpiozero's MockPin keeps every change; ours keep the last STATES_KEPT, on the contact
+    pins and on the SPI pins that each ADC read clocks about a hundred times."""
+    cfg = site({"nc-up": ZONES["nc-up"], "deol": ZONES["deol"]})
+    lengths: dict[str, int] = {}
+
+    async def body(sim: SimHardware, inputs: Inputs) -> None:
+        factory = sim._factory
+        for n in range(2000):
+            inputs.poll_once()
+            sim.apply("nc-up", "trip" if n % 2 else "restore")
+        sim.apply("deol", "trip")
+        assert await read_back(inputs, "deol") is A  # the chip still answers correctly
+        lengths.update({pin.info.name: len(pin.states) for pin in factory.pins.values()})
+
+    run_sim(cfg, body)
+    spi = {f"GPIO{n}" for n in (PINS.clock, PINS.mosi, PINS.miso, PINS.select)}
+    assert spi | {"GPIO17"} <= set(lengths), lengths
+    assert max(lengths.values()) == STATES_KEPT, lengths  # full: far more changes happened
+    assert lengths[f"GPIO{PINS.clock}"] == STATES_KEPT

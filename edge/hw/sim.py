@@ -20,7 +20,7 @@ from gpiozero.pins.mock import MockFactory, MockPin, MockSPIClockPin, MockSPISel
 from edge.config.models import AdcInput, GpioInput
 from edge.config.site import SiteConfig
 from edge.errors import CommandError, HardwareError
-from edge.hw.sim_adc import SimMCP3008, SimSPI, SimSPIShared
+from edge.hw.sim_adc import SPI_PIN_CLASSES, BoundedStates, SimMCP3008, SimSPI, SimSPIShared
 from edge.loops import volts_from_ohms
 from edge.pinout import SpiPins, spi_pins
 
@@ -31,11 +31,12 @@ _WORDS = ("trip", "restore", "open", "short")
 _ACCEPTED = "trip, restore, open, short, or a loop resistance in ohms (e.g. 4700, 9400 or 4.7k)"
 
 
-class SimPin(MockPin):
+class SimPin(BoundedStates, MockPin):
     """A mock pin with something wired to it: a closed contact overrides the weak pull.
 
     MockPin models only the pull resistor, so configuring the pull would overwrite a
-    simulated contact; here the contact wins, as on the board.
+    simulated contact; here the contact wins, as on the board. Its history of changes is
+    bounded (BoundedStates): a simulator runs for days.
     """
 
     _external: bool | None = None
@@ -84,6 +85,10 @@ class SimFactory(MockFactory):
         """The simulated chip on these SPI pins, attached on first use."""
         names, _ = self._extract_spi_args(**pins.as_kwargs())
         return self._attach(names)
+
+    def pin(self, name: Any, pin_class: Any = None, **kwargs: Any) -> Any:
+        """gpiozero's pin, except that its SPI pin classes become our bounded ones."""
+        return super().pin(name, pin_class=SPI_PIN_CLASSES.get(pin_class, pin_class), **kwargs)
 
     def spi(self, **spi_args: Any) -> Any:
         names, _ = self._extract_spi_args(**spi_args)

@@ -11,17 +11,55 @@ and zeros.
 
 from __future__ import annotations
 
+from collections import deque
 from threading import RLock
+from time import monotonic
 from typing import Any
 
 from gpiozero import InputDevice, OutputDevice
 from gpiozero.mixins import SharedMixin
-from gpiozero.pins.mock import MockSPIDevice
+from gpiozero.pins.mock import (
+    MockPin,
+    MockSPIClockPin,
+    MockSPIDevice,
+    MockSPISelectPin,
+    PinState,
+)
 from gpiozero.pins.spi import SPISoftware, SPISoftwareBus
 
 CHANNELS = 8
 BITS = 10
 _FULL_SCALE = 1 << BITS
+STATES_KEPT = 64  # last changes a simulated pin remembers (gpiozero keeps them all)
+
+
+class BoundedStates(MockPin):
+    """A mock pin that remembers only its last :data:`STATES_KEPT` changes.
+
+    gpiozero's MockPin appends every change to ``states`` so a unit test can assert on the
+    sequence, and never forgets one. Each ADC read here clocks the bit-banged SPI pins about
+    a hundred times, so the demo site's three polled loops grew edge-alarm by ~50 MB a
+    minute. A bounded deque keeps the last changes (what a test looks at) and nothing more.
+    """
+
+    def clear_states(self) -> None:
+        self._last_change = monotonic()
+        self.states: deque[PinState] = deque([PinState(0.0, self._state)], maxlen=STATES_KEPT)
+
+
+class SimSPIClockPin(BoundedStates, MockSPIClockPin):
+    """The SPI clock pin of the simulated chip, with bounded history."""
+
+
+class SimSPISelectPin(BoundedStates, MockSPISelectPin):
+    """The SPI chip-select pin of the simulated chip, with bounded history."""
+
+
+# MockSPIDevice asks the factory for gpiozero's own SPI pin classes; the factory hands out these.
+SPI_PIN_CLASSES: dict[type, type] = {
+    MockSPIClockPin: SimSPIClockPin,
+    MockSPISelectPin: SimSPISelectPin,
+}
 
 
 class SimMCP3008(MockSPIDevice):
