@@ -18,6 +18,7 @@ from edge.errors import EX_CONFIG, EX_SOFTWARE, EX_USAGE, CommandError, ConfigEr
 # Subcommand modules, each exposing register(subparsers, parents).
 COMMANDS: tuple[str, ...]
 COMMANDS = ("config", "run", "events", "panel", "sim", "demo", "clips", "motion", "web", "bus")
+COMMANDS += ("diag",)  # level-1 diagnostics (edge/diag/)
 COMMANDS += ("units",)  # systemd drop-ins generated from the site file (edge/commands/units.py)
 
 
