@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
 import sys
 from collections.abc import Sequence
 
 from edge import __version__
-from edge.errors import EX_CONFIG, EX_SOFTWARE, EX_USAGE, CommandError, ConfigError, EdgeError
+from edge.errors import (
+    EX_CONFIG,
+    EX_OK,
+    EX_SOFTWARE,
+    EX_USAGE,
+    CommandError,
+    ConfigError,
+    EdgeError,
+)
 
 # Subcommand modules, each exposing register(subparsers, parents).
 COMMANDS: tuple[str, ...]
@@ -57,6 +66,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a reader that goes away (`edge clips list | head`) ends it quietly.
+
+    Python ignores SIGPIPE, so writing to a closed pipe raises BrokenPipeError, and would
+    again when the interpreter flushes stdout at exit. As the Python documentation advises
+    (signal module, "Note on SIGPIPE"): flush inside the try, and on the error point stdout
+    at /dev/null, without a traceback. The exit status is 0, as `edge events` has always
+    done: the reader had what it wanted."""
+    try:
+        code = _run(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EX_OK
+    return code
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "config"):
