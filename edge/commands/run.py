@@ -47,6 +47,9 @@ def _video(cfg: Any, log_level: str) -> int:
     """edge-video: numpy and av are imported here only, never by edge-alarm."""
     import asyncio
 
+    from edge.video.lean import paho_without_dns
+
+    paho_without_dns()  # before edge.bus imports paho: dnspython waits for live view
     from edge import system
     from edge.video.service import run_video
 

@@ -23,7 +23,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.config import SiteConfig
 from edge.video.camera import wall_iso
@@ -31,7 +31,9 @@ from edge.video.frames import EncodedPacket
 from edge.video.live.api import LiveRefused
 from edge.video.live.feed import LiveFeed
 from edge.video.live.ice import ice_servers
-from edge.video.live.session import ActionHandler, Grant, LiveSession, Via
+
+if TYPE_CHECKING:  # the session module loads WebRTC (aiortc): at the first grant, in grant()
+    from edge.video.live.session import ActionHandler, LiveSession, Via
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,8 @@ class LiveHub:
                 f"camera {camera!r} already has {viewers} viewer(s), the most allowed "
                 f"(live.viewers_per_camera = {self.live.viewers_per_camera}): retry later",
             )
+        from edge.video.live.session import Grant, LiveSession
+
         grant = Grant(session, camera, operator, reason, via, remote)
         servers = ice_servers(self.live, f"{self.cfg.site.id}-{session[:8]}")
         feed = self.feeds[camera]

@@ -7,6 +7,9 @@ TURN REST credentials follow the coturn ``use-auth-secret`` scheme: user name
 ``<expiry unix time>:<name>``, password ``base64(HMAC-SHA1(secret, user name))``. The box
 derives them for itself and for each viewer it grants, so no long-lived TURN password is
 ever sent to a console.
+
+aiortc is imported by :func:`rtc_configuration` only, when a session negotiates: the hub
+mints a grant's servers without loading WebRTC.
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ import hmac
 import logging
 import time
 from pathlib import Path
-from typing import Any
-
-from aiortc import RTCConfiguration, RTCIceServer
+from typing import TYPE_CHECKING, Any
 
 from edge.config.live import IceServer, LiveConfig
 from edge.secret_files import SecretFileError, read_secret
+
+if TYPE_CHECKING:
+    from aiortc import RTCConfiguration
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,8 @@ def ice_servers(live: LiveConfig, name: str, now: float | None = None) -> list[d
 
 def rtc_configuration(servers: list[dict[str, Any]]) -> RTCConfiguration:
     """aiortc's configuration for the box's side; an empty list means host candidates only."""
+    from aiortc import RTCConfiguration, RTCIceServer
+
     return RTCConfiguration(
         iceServers=[
             RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))

@@ -10,17 +10,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.bus import Bus
 from edge.config import SiteConfig
 from edge.errors import ConfigError
 from edge.video.live.actions import Actions
-from edge.video.live.audio import AudioDevices
 from edge.video.live.hub import LiveHub
-from edge.video.live.session import LiveSession
 from edge.video.live.signalling import LiveSignalling
-from edge.web.server import WebServer
+
+if TYPE_CHECKING:  # WebRTC and aiohttp load only when used (below, and in LiveHub.grant)
+    from edge.video.live.audio import AudioDevices
+    from edge.video.live.session import LiveSession
+    from edge.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,11 @@ class LiveRuntime:
     ) -> None:
         self.cfg = cfg
         audio = cfg.live.audio
-        self.audio = AudioDevices(audio) if audio.listen_in or audio.talk_down else None
+        self.audio: AudioDevices | None = None
+        if audio.listen_in or audio.talk_down:
+            from edge.video.live.audio import AudioDevices
+
+            self.audio = AudioDevices(audio)
         self.hub = LiveHub(
             cfg,
             {cid: cam.feed for cid, cam in cameras.items()},
@@ -55,11 +61,11 @@ class LiveRuntime:
         self.hub.on_action = self._action
         self.hub.forget = self.actions.forget
         self.signalling = LiveSignalling(self.hub, bus, cameras)
-        self.web = (
-            WebServer(cfg.web, self.hub, site_id=cfg.site.id)
-            if cfg.web.enabled and cfg.live.enabled
-            else None
-        )
+        self.web: WebServer | None = None
+        if cfg.web.enabled and cfg.live.enabled:
+            from edge.web.server import WebServer
+
+            self.web = WebServer(cfg.web, self.hub, site_id=cfg.site.id)
 
     async def _action(self, raw: str | bytes, session: LiveSession) -> dict[str, Any]:
         grant = session.grant
