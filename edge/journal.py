@@ -86,7 +86,7 @@ class Journal(JournalFile):
         self.keep_events, self.keep_days, self.max_events = keep_events, keep_days, max_events
         self._boot_id = _read_boot_id()
         self._reserve = Reserve(Path(path).parent)
-        self._on_disk_full = on_disk_full
+        self.on_disk_full = on_disk_full
         self._next_flush = 0.0
         super().__init__(path, readonly=readonly, held_max=held_max)
 
@@ -114,8 +114,8 @@ class Journal(JournalFile):
                     newly_full = True
                     log.error("journal %s: data disk full: holding events in memory", self.path)
             held = self._hold(events)
-        if newly_full and self._on_disk_full is not None:
-            self._on_disk_full()
+        if newly_full and self.on_disk_full is not None:
+            self.on_disk_full()
         return held
 
     def _commit(self, events: Sequence[Event]) -> list[Event]:

@@ -12,10 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.small_disk import SmallDisk, small_disk
 
+from edge.disk import Reserve
 from edge.errors import JournalError
 from edge.events import Event, Kind
 from edge.journal import GENESIS, SCHEMA_VERSION, Journal, JournalNotReady, iso_utc
+from edge.sqlite_wal import WAL_LIMIT_BYTES
 
 WRITER = Path(__file__).parent / "support" / "journal_writer.py"
 NOW = dt.datetime(2026, 11, 22, 10, 0, tzinfo=dt.timezone.utc)
@@ -329,3 +332,84 @@ def test_every_acknowledged_seq_survives_sigkill(path: Path) -> None:
         assert j.verify().ok
         assert j.last_seq() >= max(seen)
         assert j.append(ev()).seq == j.last_seq()
+
+
+# -- a full data disk (a real small filesystem, filled with a plain file) -------------------
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    with small_disk(tmp_path / "disk", 4 * 1024 * 1024) as d:
+        yield d
+
+
+def test_a_full_disk_uses_the_reserve_then_holds_events_and_writes_them_back(
+    disk: SmallDisk,
+) -> None:
+    path = disk.path / "journal.db"
+    calls: list[int] = []
+    with Journal(path, on_disk_full=lambda: calls.append(1)) as j:
+        before = filled(j, 3)
+        assert Reserve(disk.path).ensure()
+        disk.fill()
+        reserved = j.append(ev(Kind.PANIC))  # the reserve gives way: still durable
+        assert reserved.seq == 4 and j.held() == 0 and not Reserve(disk.path).present()
+        disk.fill()  # another writer takes what the reserve gave back
+        held = j.append_many([ev(Kind.FIRE), ev(Kind.TAMPER)])
+        assert [e.seq for e in held] == [5, 6] and j.held() == 2 and calls == [1]
+        assert held[0].prev == reserved.hash and held[1].prev == held[0].hash
+        assert [e.id for e in j.since(3)] == [reserved.id, held[0].id, held[1].id]
+        assert j.get(held[1].id) == held[1] and j.by_seqs([6, 4])[0] == held[1]
+        assert [e.seq for e in j.query(limit=2)] == [5, 6]
+        assert j.append(held[0]) == held[0]  # a known id is not chained twice
+        assert j.durable_seq() == 4 and j.last_seq() == 6
+        with Journal(path, readonly=True) as reader:
+            assert reader.last_seq() == 4  # not in the file yet
+        assert j.prune(NOW) == 0 and not j.flush()
+        disk.release()
+        assert j.flush() and j.held() == 0 and j.durable_seq() == 6
+        after = j.append(ev(Kind.BURGLARY))
+        assert after.seq == 7 and after.prev == held[1].hash
+    with Journal(path, readonly=True) as reader:
+        assert reader.verify().ok
+        assert [e.hash for e in reader.since(0)] == [
+            e.hash for e in [*before, reserved, *held, after]
+        ]
+
+
+def test_a_restart_on_a_disk_without_room_for_the_index_opens_exclusive(disk: SmallDisk) -> None:
+    path = disk.path / "journal.db"
+    with Journal(path) as j:
+        filled(j, 2)
+    assert not Path(f"{path}-shm").exists()  # a clean close removes the index
+    disk.fill()
+    with Journal(path) as j:
+        assert j.exclusive  # SQLite keeps the index in memory
+        held = j.append(ev(Kind.PANIC))
+        assert held.seq == 3 and j.held() == 1
+        with pytest.raises(JournalError, match="full data disk"):
+            Journal(path, readonly=True).since(0)
+        disk.release()
+        assert j.flush() and not j.exclusive  # open to readers again
+        with Journal(path, readonly=True) as reader:
+            assert reader.last_seq() == 3 and reader.verify().ok
+
+
+def test_held_events_are_bounded_and_alarms_keep_the_last_room(disk: SmallDisk) -> None:
+    with Journal(disk.path / "journal.db", held_max=10) as j:
+        disk.fill()
+        j.append_many([ev(Kind.OUTPUT_ON) for _ in range(9)])
+        assert j.append(ev(Kind.OUTPUT_OFF)).seq == 0  # local-only: refused from 90 %
+        assert j.append(ev(Kind.PANIC)).seq == 10
+        assert j.append(ev(Kind.PANIC)).seq == 0  # full
+        assert (j.held(), j.lost()) == (10, 2)
+        disk.release()
+        assert j.flush() and j.verify().ok and j.last_seq() == 10
+
+
+def test_wal_stays_small_and_a_checkpoint_empties_it(path: Path) -> None:
+    with Journal(path) as j:
+        for i in range(60):
+            j.append_many([ev(details={"n": i, "pad": "x" * 400}) for _ in range(20)])
+        wal = Path(f"{path}-wal")
+        assert wal.stat().st_size <= WAL_LIMIT_BYTES + 64 * 1024, wal.stat().st_size
+        assert j.checkpoint()
+        assert wal.stat().st_size == 0

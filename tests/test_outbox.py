@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.small_disk import SmallDisk, small_disk
 
 from edge.events import Category, Event, Kind
 from edge.journal import Journal
@@ -293,3 +294,131 @@ def test_bad_arguments_and_files_are_reported(tmp_path: Path) -> None:
     junk.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(OutboxError, match=r"junk\.db.*move the file aside"):
         Outbox(junk, ["mqtt"])
+
+
+# -- a full data disk (a real small filesystem, filled with a plain file) -------------------
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    with small_disk(tmp_path / "disk", 4 * 1024 * 1024) as d:
+        yield d
+
+
+def test_a_full_disk_keeps_the_outbox_sending_from_memory_then_writes_it_back(
+    disk: SmallDisk,
+) -> None:
+    opath = outbox_path(disk.path)
+    with Journal(disk.path / "journal.db") as journal, Outbox(opath, BOTH) as box:
+        first = add(journal, Kind.BURGLARY, Kind.FIRE)
+        box.catch_up(journal)
+        disk.fill()
+        box.mark_sent("mqtt", [1, 2], now=10.0)  # a change of file rows, kept in memory
+        assert box.ack("mqtt", [first[0].id]) == 1
+        later = add(journal, Kind.PANIC, Kind.SERVICE_STARTED)  # held by the journal too
+        assert journal.held() == 2 and box.catch_up(journal) == 2 and box.held() > 0
+        assert seqs(box, now=10.0) == [3, 4]  # seq 2 waits for its retry time
+        assert seqs(box, now=100.0) == [2, 3, 4]
+        assert [i.seq for i in box.oldest("mqtt")] == [2, 3, 4]
+        assert (box.depth("mqtt"), box.depth("dc09")) == (3, 4)
+        box.reject("dc09", 3, "DUH")
+        assert box.ack("dc09", [later[1].id]) == 1
+        assert seqs(box, "dc09") == [1, 2] and box.stats()["dc09"]["rejected"] == 1
+        assert box.next_try("mqtt") == 0.0 and box.oldest_pending_seq() == 1
+        assert not box.flush(journal)  # the journal's file does not hold seq 3 and 4 yet
+        disk.release()
+        assert not box.flush(journal)  # still not: the journal writes first
+        assert journal.flush() and box.flush(journal) and box.held() == 0
+    with Journal(disk.path / "journal.db") as journal, Outbox(opath, BOTH) as box:
+        assert box.catch_up(journal) == 0  # the mark moved with the rows
+        assert seqs(box) == [2, 3, 4] and seqs(box, "dc09") == [1, 2]
+        assert box.due("mqtt", 0.0)[0].attempts == 1  # the send made in memory was kept
+        assert box.stats()["dc09"]["rejected"] == 1
+
+
+def test_the_outbox_file_never_runs_ahead_of_the_journal_file(
+    disk: SmallDisk, tmp_path: Path
+) -> None:
+    """The outbox's own disk has room, the journal's does not: the outbox keeps its mark in
+    memory, so a crash now cannot leave it past the end of the journal's file."""
+    opath = tmp_path / "elsewhere" / "outbox.db"
+    with Journal(disk.path / "journal.db") as journal, Outbox(opath, BOTH) as box:
+        add(journal, Kind.BURGLARY)
+        box.catch_up(journal)
+        disk.fill()
+        add(journal, Kind.FIRE)
+        assert box.catch_up(journal) == 1 and seqs(box) == [1, 2]
+        assert not box.flush(journal)
+    with Outbox(opath, BOTH) as box:  # as a crash would leave it
+        assert seqs(box) == [1] and box.stats()["mqtt"]["rejected"] == 0
+
+
+class NoJitter(random.Random):
+    """Backoff without its random spread, so two outboxes plan the same retry times."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return 1.0
+
+
+def view(box: Outbox, now: float) -> list[object]:
+    out: list[object] = [box.oldest_pending_seq()]
+    for t in BOTH:
+        out += [box.due(t, now, 7), box.oldest(t, 5), box.next_try(t), box.depth(t)]
+        out.append(box.oldest_unacked_age_s(t, TS_EPOCH + 60))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_memory_and_file_answer_alike_through_a_full_disk(
+    disk: SmallDisk, tmp_path: Path, seed: int
+) -> None:
+    """The same random sends, acks and rejects on an outbox with room and on one whose disk
+    fills and empties: every answer matches, before, during and after, and after reopening."""
+    rng = random.Random(seed)
+    kinds = [Kind.BURGLARY, Kind.FIRE, Kind.SERVICE_STARTED, Kind.OUTPUT_ON, Kind.ARMED]
+    jr, jf = Journal(tmp_path / "ref.db"), Journal(disk.path / "journal.db")
+    ref = Outbox(tmp_path / "ref-outbox.db", BOTH, backoff_s=(1, 8), rng=NoJitter())
+    box = Outbox(outbox_path(disk.path), BOTH, backoff_s=(1, 8), rng=NoJitter())
+    now, full_at, free_at = 0.0, rng.randrange(3, 10), rng.randrange(12, 30)
+    held = 0
+    try:
+        for step in range(40):
+            if step == full_at:
+                disk.fill()
+            if step == free_at:
+                disk.release()
+            op, t = rng.random(), rng.choice(BOTH)
+            pending = box.oldest(t, 50)
+            if op < 0.35 or not pending:
+                events = [Event(rng.choice(kinds), ts=TS) for _ in range(rng.randint(1, 4))]
+                assert jr.append_many(events) == jf.append_many(events)
+                assert ref.catch_up(jr) == box.catch_up(jf)
+            elif op < 0.6:
+                picked = [i.seq for i in rng.sample(pending, rng.randint(1, len(pending)))]
+                ref.mark_sent(t, picked, now)
+                box.mark_sent(t, picked, now)
+            elif op < 0.85:
+                ids = [i.event_id for i in rng.sample(pending, rng.randint(1, len(pending)))]
+                assert ref.ack(t, ids) == box.ack(t, ids)
+            else:
+                item = rng.choice(pending)
+                ref.reject(t, item.seq, "DUH")
+                box.reject(t, item.seq, "DUH")
+            now += rng.choice([0.0, 0.5, 2.0, 9.0])
+            if rng.random() < 0.3:
+                jf.flush()
+                box.flush(jf)
+            assert view(box, now) == view(ref, now), f"step {step}"
+            assert box.stats(TS_EPOCH) == ref.stats(TS_EPOCH), f"step {step}"
+            held = max(held, box.held())
+        assert held > 0  # the memory overlay was really used
+        disk.release()
+        assert jf.flush() and box.flush(jf) and box.held() == 0
+        assert view(box, now) == view(ref, now)
+    finally:
+        for thing in (ref, box, jr, jf):
+            thing.close()
+    with (
+        Outbox(outbox_path(disk.path), BOTH) as box,
+        Outbox(tmp_path / "ref-outbox.db", BOTH) as ref,
+    ):
+        assert view(box, 0.0) == view(ref, 0.0)
+        assert box.stats(TS_EPOCH) == ref.stats(TS_EPOCH)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edge import __version__, system
+from edge.alarm.disk import DiskWatch
 from edge.alarm.inputs import Inputs, Reading
 from edge.alarm.local import LocalControl
 from edge.alarm.outputs import OutputBank
@@ -91,6 +92,10 @@ class AlarmService:
             restart=self._restart,
             watchdog=self.watchdog,
         )
+        # A full data disk is a reported fault; detection, siren and transmission go on.
+        self.disk = DiskWatch(
+            data, self.journal, self.uplink.outbox, self._journal_one, self._save_arming
+        )
         self.new_event = asyncio.Event()
         self.dirty_zones: set[str] = set()
         self.zone_dirty = asyncio.Event()
@@ -116,7 +121,7 @@ class AlarmService:
                 if ev.zone_id:
                     self.dirty_zones.add(ev.zone_id)
                 if ev.category in (Category.ARMING, Category.BYPASS):
-                    self.state_file.save(self.panel.arming_state())
+                    self._save_arming()
         for action in outcome.actions:
             try:
                 if action.op == "on":
@@ -127,6 +132,14 @@ class AlarmService:
                 log.error("output action %s failed: %s", action, exc)
         self.zone_dirty.set()
         return outcome
+
+    def _save_arming(self) -> None:
+        try:
+            self.state_file.save(self.panel.arming_state())
+        except OSError as exc:  # a full disk: saved again when space is back (DiskWatch)
+            log.error(
+                "arming state not saved (%s): a restart now would restore the last saved one", exc
+            )
 
     def _on_reading(self, reading: Reading) -> None:
         details = {
@@ -218,6 +231,7 @@ class AlarmService:
             "panel": self.panel.status(),
             "outputs": self.outputs.states(),
             "outbox": self.uplink.stats(),
+            "disk": self.disk.status(),
         }
 
     async def ticker(self) -> None:
@@ -269,7 +283,9 @@ class AlarmService:
             "commands": self.local.run_commands(),
             "live_actions": self.local.run_live_actions(),
             "watchdog": self.watchdog.run(),
+            "disk": self.disk.run(lambda: self.watchdog.beat("disk")),
         }
+        self.watchdog.register("disk", max_silence=30.0)
         if self.cfg.hardware.backend == "sim":
             loops["simulator"] = self.local.run_simulator()
         if self.cfg.video.cameras:
@@ -293,7 +309,7 @@ class AlarmService:
         return {
             "uptime_s": time.monotonic() - self.started,
             "armed": {pid: p["state"] for pid, p in panel["partitions"].items()},
-            "faults": faults,
+            "faults": faults + self.disk.faults(),
             "versions": {"edge": __version__},
         }
 
@@ -323,8 +339,11 @@ class BusCursor:
     def advance(self, seq: int) -> None:
         self.seq = max(0, seq)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(str(self.seq))
-        tmp.replace(self.path)
+        try:
+            tmp.write_text(str(self.seq))
+            tmp.replace(self.path)
+        except OSError as exc:  # a full disk: kept in memory; a restart republishes (same ids)
+            log.debug("bus cursor %s not saved: %s", self.path, exc)
 
 
 def _simulator(cfg: SiteConfig, factory: Any) -> Any:

@@ -113,6 +113,8 @@ def summary(answer: dict[str, Any]) -> str:
         ]
         outs = answer.get("outputs", {})
         lines += [summary({"id": k, **v}) for k, v in sorted(outs.items())]
+        if isinstance(answer.get("disk"), dict):
+            lines.append(disk_summary(answer["disk"]))
         return "\n".join(lines)
     if "partition" in answer:
         p = answer["partition"]
@@ -132,3 +134,19 @@ def summary(answer: dict[str, Any]) -> str:
         readback = "on" if answer.get("readback") else "off"
         return f"output {answer.get('id')}: {state}{until} (pin reads {readback})"
     return json.dumps(answer, indent=2, sort_keys=True)
+
+
+def disk_summary(disk: dict[str, Any]) -> str:
+    """The data disk in one line; when full, what it means and what to do."""
+    free = disk.get("free_bytes")
+    room = f"{free / 1e6:.1f} MB free" if isinstance(free, int) and free >= 0 else "free space ?"
+    if disk.get("state") != "full":
+        return f"data disk: ok, {room}"
+    held = disk.get("held") or {}
+    text = (
+        f"data disk: FULL since {disk.get('since')} ({room}): alarms still detected and sent; "
+        f"{held.get('journal', 0)} event(s) held in memory, not yet in the journal"
+    )
+    if disk.get("lost"):
+        text += f", {disk['lost']} lost (memory bound reached)"
+    return text + f" — free space on the disk of {disk.get('path')} (docs/maintenance.md)"
