@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import pytest
 from support.alarm import write_site
+from support.restarter import UnitRules
 
 UNIT_DIR = Path(__file__).resolve().parent.parent / "systemd"
 UNITS = sorted(p.name for p in UNIT_DIR.glob("*.service"))
@@ -172,6 +174,29 @@ def test_alarm_unit_contract() -> None:
     assert "edge-broker.service" in d["Wants"][0]
     assert "edge-broker.service" in d["After"][0]
     assert int(d["OOMScoreAdjust"][0]) < 0
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_no_start_limit_can_leave_a_unit_dead_for_good(unit: str) -> None:
+    """A unit that gives up stays down after its cause is gone (a full data disk that gets
+    space back): every unit restarts after any exit, for ever, every RestartSec= (the only
+    back-off systemd 252 offers). Judged by the restart rules tests/support/restarter.py
+    applies, read from the file as systemd reads it."""
+    rules = UnitRules.from_file(UNIT_DIR / unit)
+    d = directives(UNIT_DIR / unit)
+    assert d["StartLimitIntervalSec"] == ["0"] and "StartLimitBurst" not in d
+    assert rules.start_limit_interval == 0 and rules.restart == "always"
+    assert 1.0 <= rules.restart_sec <= 5.0, rules.restart_sec
+    for code in (0, 1, 70, -signal.SIGKILL, -signal.SIGABRT, -signal.SIGTERM):
+        assert rules.restarts_after(code), code
+    for key in ("RestartSteps", "RestartMaxDelaySec"):  # not in Debian 12's systemd 252
+        assert key not in d
+
+
+def test_a_bad_configuration_is_the_one_exit_that_is_not_retried() -> None:
+    for unit in ("edge-alarm.service", "edge-video.service"):
+        rules = UnitRules.from_file(UNIT_DIR / unit)
+        assert not any(rules.restarts_after(code) for code in (2, 64, 78)), unit
 
 
 def test_video_runs_as_its_own_user_with_only_its_clips_writable() -> None:
