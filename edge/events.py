@@ -91,6 +91,7 @@ class Kind(str, Enum):
     COMMAND_EXECUTED = "command_executed"
     COMMAND_REFUSED = "command_refused"
     SERVICE_STARTED = "service_started"
+    SERVICE_STOPPED = "service_stopped"
     DISK_FULL = "disk_full"
     DISK_FULL_RESTORE = "disk_full_restore"
     JOURNAL_PRUNED = "journal_pruned"
@@ -165,6 +166,9 @@ SPECS: dict[Kind, KindSpec] = {
     Kind.COMMAND_EXECUTED: KindSpec(None, None, 1, _LOC, "remote command executed", transmit=False),
     Kind.COMMAND_REFUSED: KindSpec(None, None, 1, _LOC, "remote command refused", transmit=False),
     Kind.SERVICE_STARTED: KindSpec("RR", 305, 1, _SYS, "alarm service started"),
+    # A clean stop (SIGTERM, restart command): over MQTT only, so the station can tell a stop
+    # from a crash; a DC-09 receiver sees only the RR / 305 of the next start.
+    Kind.SERVICE_STOPPED: KindSpec(None, None, 1, _SYS, "alarm service stopped"),
     # Contact ID 300 "system trouble" (SIA YX service required / YZ service completed): a
     # condition with a restore, which receivers map to the same pair (see docs/protocol.md).
     Kind.DISK_FULL: KindSpec("YX", 300, 1, _F, "data disk full"),

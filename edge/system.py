@@ -10,7 +10,9 @@ Outside systemd every function here is a harmless no-op, so services run the sam
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
+import json
 import logging
 import os
 import re
@@ -19,7 +21,10 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from edge.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +97,48 @@ def status(text: str) -> None:
 
 def stopping() -> None:
     notify("STOPPING=1")
+
+
+# -- clean stop marker -------------------------------------------------------------------------
+STOP_MARKER_MAX = 4096  # bytes read back: the marker is ours, but read it bounded anyway
+
+
+class StopMarker:
+    """Tells a clean stop from a crash across a restart.
+
+    Written when the service stops cleanly (SIGTERM, a restart command), taken (read and
+    removed) when it starts. At a start, a marker means the previous run stopped cleanly;
+    no marker means it ended without saying so: killed, crashed, watchdog, power cut.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, reason: str, **details: Any) -> None:
+        """Leave the marker (atomically, synced: a power cut right after still finds it)."""
+        body = {"reason": reason, "at": time.time(), **details}
+        try:
+            atomic_write(self.path, json.dumps(body).encode("utf-8"), mode=0o600)
+        except OSError as exc:  # a full disk: the next start reports an unclean stop
+            log.warning("clean-stop marker %s not written: %s", self.path, exc)
+
+    def take(self) -> dict[str, Any] | None:
+        """What the previous clean stop left, removed so it counts once; None when absent."""
+        try:
+            with self.path.open("rb") as f:
+                raw = f.read(STOP_MARKER_MAX)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("clean-stop marker %s unreadable: %s", self.path, exc)
+            return None
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        return body if isinstance(body, dict) else {"reason": "unknown"}
 
 
 # -- watchdog ----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Any
 from edge import __version__, system
 from edge.alarm.disk import DiskWatch
 from edge.alarm.inputs import Inputs, Reading
+from edge.alarm.lifecycle import Lifecycle
 from edge.alarm.local import LocalControl
 from edge.alarm.outputs import OutputBank
 from edge.alarm.panel import AlarmPanel, Outcome
@@ -73,6 +74,8 @@ class AlarmService:
         self.inputs = Inputs(cfg, self.factory, self.loop, self._on_reading)
         self.watchdog = system.Watchdog()
         self.stop = asyncio.Event()
+        published = lambda: self.cursor.seq  # noqa: E731 - the bus cursor, read when asked
+        self.life = Lifecycle(data, self.stop, self._journal_one, self.journal.last_seq, published)
         self.local = LocalControl(
             cfg=cfg,
             bus=self.bus,
@@ -264,7 +267,7 @@ class AlarmService:
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
         """Bring inputs up and restore the arming state before declaring READY."""
-        self._journal_one(Event(Kind.SERVICE_STARTED, details={"version": __version__}))
+        self.life.journal_start()  # service_started: version, how the previous run ended
         if self.cursor.seq == 0:
             self.cursor.advance(self.journal.last_seq() - 1)
         self.outputs.start()
@@ -291,6 +294,8 @@ class AlarmService:
         if self.cfg.video.cameras:
             loops["video_events"] = VideoEvents(self._journal_one, self.armed).run(self.bus)
         loops.update(self.uplink.loops())
+        status = f"monitoring {len(self.cfg.zones)} zone(s) of site {self.cfg.site.id}"
+        loops["ready"] = self.life.announce_ready(self.bus, status)  # last: after subscribing
         await supervise(loops)
 
     def armed(self) -> bool:
@@ -315,7 +320,7 @@ class AlarmService:
 
     def _restart(self, service: str) -> None:
         log.warning("restart of %s requested by the central station", service)
-        self.loop.call_later(0.5, self.stop.set)
+        self.loop.call_later(0.5, self.life.request_stop, f"restart command ({service})")
 
     async def close(self) -> None:
         await self.uplink.close()
@@ -371,25 +376,21 @@ async def run_alarm(cfg: SiteConfig) -> int:
     service.start()
     stop = service.stop
     for sig in (signal.SIGTERM, signal.SIGINT):
-        service.loop.add_signal_handler(sig, stop.set)
-    zones = len(cfg.zones)
-    system.ready(f"monitoring {zones} zone(s) of site {cfg.site.id}")
-    log.info(
-        "edge-alarm %s ready: site %s, %d zone(s), backend %s",
-        __version__,
-        cfg.site.id,
-        zones,
-        cfg.hardware.backend,
-    )
+        service.loop.add_signal_handler(sig, service.life.request_stop, sig.name)
+    # READY=1 comes from the "ready" loop, once the box-bus subscriptions exist (lifecycle.py).
     runner = asyncio.create_task(service.run(), name="service")
     stopper = asyncio.create_task(stop.wait(), name="stop")
     try:
         await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if not runner.done():  # a clean stop: journaled while the publisher still runs
+            await service.life.journal_stop(None)
     finally:
         system.stopping()
         runner.cancel()
         stopper.cancel()
         await asyncio.gather(runner, stopper, return_exceptions=True)
+        if runner.done() and not runner.cancelled() and runner.exception():
+            await service.life.journal_stop(runner.exception())
         await service.close()
     if runner.done() and not runner.cancelled() and runner.exception():
         return 70

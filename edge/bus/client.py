@@ -146,6 +146,10 @@ class Bus(Connection):
             self._send_subscribe(entry)
         return sub
 
+    def subscriptions(self) -> list[Subscription]:
+        """Every open subscription (a service waits for their acknowledgements before READY)."""
+        return [sub for entry in self._filters.values() for sub in entry.subs]
+
     async def close(self) -> None:
         """Disconnect cleanly (the broker does not send the will) and stop every task."""
         if self._closing:
