@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from support.alarm import BusWatcher, NotifySocket, start_alarm, stop, write_site
-from support.broker import Broker
+from support.broker import Broker, free_port
 from support.site import SITE, Site
 
 from edge.bus import Topics
@@ -210,3 +210,21 @@ def test_stop_marker_is_bounded_and_taken_once(tmp_path: Path) -> None:
     assert marker.take() is None
     marker.path.write_bytes(b"{" + b" " * (STOP_MARKER_MAX * 2))  # garbage, oversized
     assert marker.take() == {"reason": "unknown"} and not marker.path.exists()
+
+
+def test_ready_comes_within_the_start_timeout_without_a_broker(tmp_path: Path) -> None:
+    """The alarm path must start without the box bus: READY after the bounded wait (5 s,
+    inside the unit's TimeoutStartSec=10s), saying what is missing."""
+    site = write_site(tmp_path, f"mqtt://127.0.0.1:{free_port()}")  # nothing listens there
+    notify = NotifySocket(tmp_path / "notify.sock")
+    t0 = time.monotonic()
+    proc = start_alarm(site, tmp_path, notify)
+    try:
+        ready_s = notify.wait_for("READY=1", timeout=10) - t0
+        status = next(text for _, text in notify.messages if "READY=1" in text)
+        assert 5.0 <= ready_s < 9.0, ready_s
+        assert "box bus not answering" in status, status
+        assert proc.poll() is None
+    finally:
+        stop(proc)
+        notify.close()
