@@ -55,6 +55,7 @@ from edge.uplink.outbox_schema import (
     OutboxError,
     OutboxItem,
     backoff_delay,
+    journal_replaced,
     new_row,
     outbox_error,
     outbox_path,
@@ -159,7 +160,7 @@ class Outbox:
             if self._mem.active and time.monotonic() >= self._next_flush:
                 self._flush_locked(journal)
             if not self._checked or last < self._high()[0]:
-                if self._journal_replaced(journal, last) and not self._forget_all():
+                if journal_replaced(journal, self._high(), last) and not self._forget_all():
                     return 0  # the disk is full: try again at the next catch_up
                 self._checked = True
             added = 0
@@ -169,19 +170,6 @@ class Outbox:
                     break
                 added += self._enqueue(events, journal.durable_seq())
             return added
-
-    def _journal_replaced(self, journal: Journal, last: int) -> bool:
-        """The high-water row is gone from where it must be: this is another journal."""
-        high_seq, high_id = self._high()
-        if high_seq == 0:
-            return False
-        if last < high_seq:
-            return True
-        event = journal.get(high_id)
-        if event is not None:
-            return event.seq != high_seq
-        first = journal.since(0, 1)  # pruned past our mark is not a replacement
-        return bool(first) and first[0].seq <= high_seq
 
     def _forget_all(self) -> bool:
         log.error(
@@ -363,12 +351,11 @@ class Outbox:
         """Per transport: depth, oldest_s (age of the oldest owed event), rejected (kept)."""
         now_wall = time.time() if now_wall is None else now_wall
         out: dict[str, dict[str, Any]] = {}
-        for transport in self.transports:
-            oldest = self.oldest_unacked_age_s(transport, now_wall)
+        for t in self.transports:
             with self._guarded("read") as store:
-                rejected = store.count("rejected", transport) + self._mem.rejected_count(transport)
-            out[transport] = {"depth": self.depth(transport), "oldest_s": oldest,
-                              "rejected": min(rejected, REJECTED_KEEP)}  # fmt: skip
+                rejected = store.count("rejected", t) + self._mem.rejected_count(t)
+            out[t] = {"depth": self.depth(t), "oldest_s": self.oldest_unacked_age_s(t, now_wall),
+                      "rejected": min(rejected, REJECTED_KEEP)}  # fmt: skip
         return out
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from edge.disk import is_disk_full
 from edge.errors import EdgeError
 from edge.events import Category, Event, Kind
-from edge.journal import parse_iso
+from edge.journal import Journal, parse_iso
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,21 @@ def _epoch(event: Event) -> float:
 def chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
     for start in range(0, len(values), SQL_CHUNK):
         yield values[start : start + SQL_CHUNK]
+
+
+def journal_replaced(journal: Journal, high: tuple[int, str], last: int) -> bool:
+    """The outbox's high-water row (seq, id) is gone from where it must be in ``journal``
+    (whose newest seq is ``last``): this is another journal than the one it was built from."""
+    high_seq, high_id = high
+    if high_seq == 0:
+        return False
+    if last < high_seq:
+        return True
+    event = journal.get(high_id)
+    if event is not None:
+        return event.seq != high_seq
+    first = journal.since(0, 1)  # pruned past our mark is not a replacement
+    return bool(first) and first[0].seq <= high_seq
 
 
 def outbox_error(path: Path, action: str, exc: BaseException) -> OutboxError:
