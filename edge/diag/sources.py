@@ -12,11 +12,16 @@ import dataclasses
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from edge.config import SiteConfig
 
+log = logging.getLogger(__name__)
+
 BUS_BUDGET_S = 0.6  # of the 1 s `edge diag` may take
+MEMO_FILE = "diag-memo.json"  # what checks carry from one run to the next (run_dir)
+MEMO_MAX_BYTES = 64 * 1024
 
 
 @dataclasses.dataclass
@@ -27,7 +32,61 @@ class Sources:
     video: dict[str, Any] | None = None  # edge-video's status (edge/video/status)
     link: str | None = None  # the bridge's state: "1", "0" or None when unknown
     bus_error: str | None = None  # why the box broker could not be read, if it could not
+    # Each zone's retained state (edge/zones/<id>/state): loop, bypass, volts and ohms.
+    zones: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # per-family caches
+
+    # -- what a check remembers between runs ----------------------------------------------------
+    def memo(self, name: str) -> dict[str, Any]:
+        """What check ``name`` remembered at its last run (empty the first time).
+
+        `edge diag` is a new process each time, so a check that works incrementally (the
+        journal's chain) or compares with its last reading (the disk's write counter) keeps a
+        small dict in ``run_dir``; a long-running caller keeps it in ``extra`` as well.
+        """
+        memos = self._memos()
+        value = memos.get(name)
+        return dict(value) if isinstance(value, dict) else {}
+
+    def remember(self, name: str, value: dict[str, Any]) -> bool:
+        """Keep ``value`` for check ``name``'s next run; False when it could not be saved
+        (a read-only run directory: the check then starts afresh next time)."""
+        from edge.fsutil import atomic_write
+
+        memos = self._memos()
+        memos[name] = value
+        data = json.dumps(memos, sort_keys=True).encode()
+        if len(data) > MEMO_MAX_BYTES:
+            log.warning("diagnostics memo too large (%d bytes): not saved", len(data))
+            return False
+        try:
+            atomic_write(self._memo_path(), data, mode=0o600)
+        except OSError as exc:
+            log.debug("diagnostics memo not saved to %s: %s", self._memo_path(), exc)
+            return False
+        return True
+
+    def _memo_path(self) -> Path:
+        return Path(self.cfg.paths.run_dir) / MEMO_FILE
+
+    def _memos(self) -> dict[str, Any]:
+        memos = self.extra.get("memo")
+        if isinstance(memos, dict):
+            return memos
+        memos = {}
+        try:
+            with self._memo_path().open("rb") as f:
+                loaded = json.loads(f.read(MEMO_MAX_BYTES + 1))
+            if isinstance(loaded, dict):
+                memos = loaded
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            log.debug(
+                "diagnostics memo %s unreadable (%s): starting afresh", self._memo_path(), exc
+            )
+        self.extra["memo"] = memos
+        return memos
 
 
 def from_bus(cfg: SiteConfig, credentials: Any, budget_s: float = BUS_BUDGET_S) -> Sources:
@@ -44,13 +103,16 @@ def from_bus(cfg: SiteConfig, credentials: Any, budget_s: float = BUS_BUDGET_S) 
         topics["edge/video/status"] = "video"
     if _bridged(cfg):
         topics[link(cfg.site.id)] = "link"
+    if cfg.zones:
+        topics[Topics.ZONE_STATE_ALL] = "zones"
+    wanted = {t: len(cfg.zones) if f == "zones" else 1 for t, f in topics.items()}
 
     # The bus logs each failed attempt; the report says it once, in words.
     logging.getLogger("edge.bus").setLevel(logging.ERROR)
 
     async def main() -> None:
         bus = Bus(cfg.bus.url, f"edge-diag-{time.monotonic_ns()}", credentials=credentials)
-        subs = {t: bus.subscribe(t, maxsize=4) for t in topics}
+        subs = {t: bus.subscribe(t, maxsize=wanted[t] + 4) for t in topics}
         deadline = time.monotonic() + budget_s
         try:
             await bus.start()
@@ -58,12 +120,13 @@ def from_bus(cfg: SiteConfig, credentials: Any, budget_s: float = BUS_BUDGET_S) 
                 src.bus_error = bus.last_error or "no answer"
                 return
             for topic, sub in subs.items():  # retained: each arrives at once, or never
-                left = deadline - time.monotonic()
-                try:
-                    msg = await sub.get(timeout=max(0.05, left))
-                except TimeoutError:
-                    continue
-                _store(src, topics[topic], msg.payload)
+                for _ in range(wanted[topic]):
+                    left = deadline - time.monotonic()
+                    try:
+                        msg = await sub.get(timeout=max(0.05, left))
+                    except TimeoutError:
+                        break
+                    _store(src, topics[topic], msg.payload, msg.topic)
         finally:
             await bus.close()
 
@@ -71,7 +134,7 @@ def from_bus(cfg: SiteConfig, credentials: Any, budget_s: float = BUS_BUDGET_S) 
     return src
 
 
-def _store(src: Sources, field: str, payload: bytes) -> None:
+def _store(src: Sources, field: str, payload: bytes, topic: str = "") -> None:
     if field == "link":
         src.link = payload.decode("ascii", "replace").strip()
         return
@@ -79,8 +142,14 @@ def _store(src: Sources, field: str, payload: bytes) -> None:
         value = json.loads(payload)
     except ValueError:
         return
-    if isinstance(value, dict):
-        setattr(src, field, value)
+    if not isinstance(value, dict):
+        return
+    if field == "zones":  # edge/zones/<id>/state
+        parts = topic.split("/")
+        if len(parts) == 4 and parts[2] in {z.id for z in src.cfg.zones}:
+            src.zones[parts[2]] = value
+        return
+    setattr(src, field, value)
 
 
 def _bridged(cfg: SiteConfig) -> bool:

@@ -1,3 +1,12 @@
 """The check families; importing this package registers every check."""
 
-from edge.diag.checks import services, system  # noqa: F401
+from edge.diag.checks import (  # noqa: F401
+    cameras,
+    restarts,
+    services,
+    storage,
+    system,
+    tls,
+    transmission,
+    zones,
+)

@@ -1,0 +1,81 @@
+"""Small helpers the check families share: durations in words, the services' statuses."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from edge.diag.sources import Sources
+
+MB = 1024 * 1024
+
+
+def duration(seconds: float) -> str:
+    """A duration as a maintainer says it: 45 s, 12 min, 5 h, 3 days."""
+    s = max(0, int(seconds))
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    if s < 172_800:
+        return f"{s // 3600} h"
+    return f"{s // 86_400} days"
+
+
+def alarm_status(src: Sources) -> dict[str, Any] | None:
+    """edge-alarm's status when it is running (None when down, or the bus could not be read)."""
+    if src.bus_error is not None or src.alarm is None or src.alarm.get("running") is False:
+        return None
+    return src.alarm
+
+
+def video_status(src: Sources) -> dict[str, Any] | None:
+    """edge-video's status when it is running."""
+    if src.bus_error is not None or src.video is None or src.video.get("running") is False:
+        return None
+    return src.video
+
+
+def why_no_alarm(src: Sources) -> str:
+    """Why edge-alarm's status is missing, for an ``unknown`` finding."""
+    if src.bus_error is not None:
+        return "the box broker does not answer"
+    return "edge-alarm is not running (see service.alarm)"
+
+
+def why_no_video(src: Sources) -> str:
+    if src.bus_error is not None:
+        return "the box broker does not answer"
+    return "edge-video is not running (see service.video)"
+
+
+def epoch(value: Any) -> float | None:
+    """An ISO 8601 time (a Z suffix or an offset; none means UTC) or epoch seconds, as epoch
+    seconds; None for anything else (a field a service does not publish yet, or garbage)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.timestamp()
+
+
+def number(value: Any) -> float | None:
+    """A published figure, or None when absent or not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def day(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d")
