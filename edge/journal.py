@@ -187,11 +187,13 @@ class Journal(JournalFile):
             if known is not None:
                 out.append(known)
             elif not self._tail.admit(event):
-                log.error(
-                    "journal %s: data disk full and %d events already held in memory: %s "
-                    "dropped (%d so far)", self.path, len(self._tail), event.kind.value,
-                    self._tail.lost,
-                )  # fmt: skip
+                lost = self._tail.lost
+                if lost & (lost - 1) == 0:  # the 1st, 2nd, 4th, 8th…: a count, not a flood
+                    log.error(
+                        "journal %s: data disk full and %d events already held in memory: "
+                        "%s dropped (%d dropped so far)", self.path, len(self._tail),
+                        event.kind.value, lost,
+                    )  # fmt: skip
                 out.append(event)
             else:
                 chained, values = self._chained(event, self._last_seq + 1, self._last_hash)
