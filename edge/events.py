@@ -102,6 +102,7 @@ class Kind(str, Enum):
     VIDEO_MOTION = "video_motion"
     CLIP_SAVED = "clip_saved"
     CLIP_DELETED = "clip_deleted"
+    CLIP_MISSED = "clip_missed"
     LIVE_STARTED = "live_started"
     LIVE_ENDED = "live_ended"
     LIVE_REFUSED = "live_refused"
@@ -182,6 +183,7 @@ SPECS: dict[Kind, KindSpec] = {
     Kind.VIDEO_MOTION: KindSpec(None, None, 1, _A, "video motion alarm"),
     Kind.CLIP_SAVED: KindSpec(None, None, 1, _LOC, "video clip saved", transmit=False),
     Kind.CLIP_DELETED: KindSpec(None, None, 1, _LOC, "video clip deleted", transmit=False),
+    Kind.CLIP_MISSED: KindSpec(None, None, 1, _LOC, "no video clip for an alarm", transmit=False),
     # Access to live video is audited here and reported to the central station.
     Kind.LIVE_STARTED: KindSpec(None, None, 1, _LOC, "live view started"),
     Kind.LIVE_ENDED: KindSpec(None, None, 3, _LOC, "live view ended"),

@@ -4,6 +4,7 @@ synthetic (the camera boundary); everything behind them is the real pipeline."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -215,6 +216,40 @@ def test_zone_filter_and_clean_stop_while_recording(box: Box) -> None:
     assert set(stopped["cameras"]) == {"yard", "office"}
 
 
+@pytest.mark.skipif(not Path(FFPROBE).exists(), reason="ffprobe is not installed")
+def test_alarm_in_the_first_second_gets_a_clip_or_a_reason(box: Box) -> None:
+    """Alarms as edge-video starts: the ring holds less than pre_s (or nothing). The clip
+    starts at the camera's first frame and says so; an alarm whose whole clip was over
+    before the camera's first frame gets no clip, and the journal says why."""
+    box.video_notify.wait_for("READY=1", timeout=15)  # the cameras have just delivered
+    box.watch.publish("edge/sim/zones/panic/set", "trip")
+    early_ts = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=30)
+    early = {"v": 1, "id": "before-video-1", "kind": "panic", "category": "alarm",
+             "zone": "panic", "ts": early_ts.isoformat(timespec="milliseconds")}  # fmt: skip
+    box.watch.publish("edge/events", json.dumps(early))
+    seen: dict[str, Any] = {}  # kind -> event, "clip" -> metadata, in whatever order
+    deadline = time.monotonic() + POST_S + 15
+    while not {"panic", "clip", "clip_saved", "clip_missed"} <= set(seen):
+        msg = box.watch.inbox.get(timeout=max(0.01, deadline - time.monotonic()))
+        body = msg.json() if msg.topic.startswith(("edge/events", "edge/clips/")) else None
+        if msg.topic == "edge/events" and body["id"] != early["id"]:
+            seen.setdefault(body["kind"], body)
+        elif "panic" in seen and msg.topic == f"edge/clips/{seen['panic']['id']}":
+            seen["clip"] = body
+    meta = seen["clip"]
+    assert 0.0 <= meta["pre_alarm_s"] < PRE_S, meta
+    assert "pre-alarm shorter than configured" in meta["note"], meta
+    assert "the camera had just started" in meta["note"]
+    shown = box.cli("clips", "show", seen["panic"]["id"], "--json")
+    info = probe(Path(json.loads(shown.stdout.splitlines()[0])["path"]))
+    assert info["frames"][0]["key_frame"] == 1
+    assert float(info["format"]["duration"]) >= POST_S
+    assert seen["clip_saved"]["details"]["note"] == meta["note"]  # in the journal too
+    missed = seen["clip_missed"]["details"]
+    assert (missed["event_id"], missed["camera"]) == ("before-video-1", "yard")
+    assert "no video yet" in missed["why"]
+
+
 # -- the two pure pieces the clip timing rests on ---------------------------------------------
 def test_stream_clock_keeps_the_smallest_delay_and_follows_a_restart() -> None:
     from edge.video.camera import StreamClock
@@ -253,3 +288,24 @@ def test_only_alarm_and_tamper_events_want_a_clip() -> None:
         assert alarm_of(Event(kind, zone_id="panic").to_dict()) is None
     with pytest.raises(ValueError):
         alarm_of({"category": "alarm", "kind": "panic", "id": "a/b", "ts": "2024-01-01T00:00Z"})
+
+
+def test_ring_says_how_much_pre_alarm_it_holds() -> None:
+    from fractions import Fraction
+
+    from edge.video.frames import EncodedPacket
+    from edge.video.ring import PacketRing
+
+    ring = PacketRing(pre_s=5.0, max_bytes=1 << 20)
+    assert ring.held_before(10.0, 5.0) == 0.0  # nothing yet: the clip starts at a first frame
+
+    def push_until(end_s: float) -> None:
+        start = len(ring)
+        for n in range(start, int(end_s * 10)):  # 10 fps, a keyframe every second
+            ring.push(EncodedPacket("cam", b"x", n, Fraction(1, 10), n % 10 == 0))
+
+    push_until(1.5)  # the camera started at 0 s, 1.5 s ago
+    assert ring.held_before(1.4, 5.0) == pytest.approx(1.4)  # from the first keyframe only
+    assert ring.held_before(-1.0, 5.0) == 0.0  # an alarm before the first frame
+    push_until(20.0)
+    assert ring.held_before(19.5, 5.0) == pytest.approx(5.5)  # the keyframe at or before 14.5

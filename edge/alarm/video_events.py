@@ -8,7 +8,9 @@ events go over MQTT only.
 - ``edge/video/<camera>/state`` (retained): ``up`` false → VIDEO_LOSS, back → VIDEO_RESTORE.
 - ``edge/video/<camera>/health``: a fault raised → CAMERA_FAULT, cleared → its restore.
 - ``edge/video/<camera>/clip_saved`` and ``clip_deleted``: CLIP_SAVED / CLIP_DELETED (local
-  events: every clip kept or deleted, and why — retention or quota — is in the journal).
+  events: every clip kept or deleted, and why — retention or quota — is in the journal; a
+  clip with less pre-alarm than configured says why in ``note``); ``clip_missed``:
+  CLIP_MISSED, an alarm that got no clip and why (the camera had no video yet…).
 - ``edge/video/<camera>/live``: the live-view audit trail — every session ``started`` and
   ``ended`` (operator, camera, reason, start, end, why), every refused request, every
   tele-action → LIVE_STARTED / LIVE_ENDED / LIVE_REFUSED / LIVE_ACTION. The LAN web server
@@ -76,6 +78,7 @@ class VideoEvents:
             "motion": self._motion,
             "clip_saved": self._clip,
             "clip_deleted": self._clip,
+            "clip_missed": self._clip,
             "live": self._live,
         }.get(what)
         return handler(camera, body) if handler else None
@@ -103,7 +106,9 @@ class VideoEvents:
 
     def _clip(self, camera: str, body: dict[str, Any]) -> Event | None:
         kind = Kind.CLIP_SAVED if body.get("why") == "saved" else Kind.CLIP_DELETED
-        keys = ("clip_id", "events", "start", "bytes", "why", "motion")
+        if "event_id" in body:  # clip_missed: no clip for that alarm, and why
+            kind = Kind.CLIP_MISSED
+        keys = ("clip_id", "events", "event_id", "start", "bytes", "why", "motion", "note")
         details = {k: body[k] for k in keys if k in body}
         return Event(kind, details={"camera": camera, **details})
 

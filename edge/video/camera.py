@@ -53,6 +53,7 @@ PENDING_ALARMS = 8  # alarms kept while the camera's clock is not known yet
 TICK_S = 1.0
 STALL_GRACE_S = 5.0  # a clip whose end passed this long ago (camera silent) is cut there
 OFFLOAD_S = 0.004  # average analysis time per frame above which it moves off the loop
+PRE_TOLERANCE_S = 0.2  # pre-alarm this much shorter than configured is still "as configured"
 EWMA = 0.05
 
 
@@ -123,6 +124,7 @@ class _Recording:
     session: ClipSession
     alarm_at: dt.datetime
     motion: set[str] = dataclasses.field(default_factory=set)  # zones that saw motion
+    note: str | None = None  # why the clip is shorter than configured, in words
 
 
 class Sink(Protocol):
@@ -131,7 +133,11 @@ class Sink(Protocol):
     def publish(self, topic: str, payload: dict[str, Any], *, retain: bool = False) -> None: ...
 
     async def saved(
-        self, info: ClipInfo, alarm_at: dt.datetime, motion: frozenset[str] = frozenset()
+        self,
+        info: ClipInfo,
+        alarm_at: dt.datetime,
+        motion: frozenset[str] = frozenset(),
+        note: str | None = None,
     ) -> None: ...
 
     def state_changed(self) -> None: ...
@@ -159,6 +165,7 @@ class CameraPipeline:
         self.first_item = asyncio.Event()
         self.analysis_s = 0.0
         self.offload = False
+        self.video_since: float | None = None  # monotonic time of the first packet
 
     # -- reading ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -176,6 +183,8 @@ class CameraPipeline:
         await asyncio.get_running_loop().create_future()
 
     def _packet(self, pkt: EncodedPacket) -> None:
+        if self.video_since is None:
+            self.video_since = time.monotonic()
         self.clock.observe(pkt.seconds, time.monotonic())
         self.ring.push(pkt)
         self.feed.push(pkt)
@@ -261,7 +270,7 @@ class CameraPipeline:
         """Open a clip for ``alarm``, or extend the one recording (one clip per burst)."""
         if not self.clock.known:
             if len(self.pending) == self.pending.maxlen:
-                log.warning("camera %s: too many alarms before video: oldest dropped", self.cam.id)
+                self._missed(self.pending[0], f"{PENDING_ALARMS} later alarms came before video")
             self.pending.append(alarm)
             return
         at_s = self.clock.stream_s(alarm.wall)
@@ -274,17 +283,14 @@ class CameraPipeline:
                 log.info("camera %s: clip %s extended", self.cam.id, rec.session.id)
                 return
         if len(self.recording) + len(self.saves) >= MAX_SESSIONS:
-            log.error(
-                "camera %s: %d clips already in progress: no clip for event %s",
-                self.cam.id,
-                MAX_SESSIONS,
-                alarm.event_id,
-            )
+            self._missed(alarm, f"{MAX_SESSIONS} clips already in progress")
             return
+        note = self._short_pre_alarm(alarm, at_s)  # read the ring before the session does
         session = ClipSession(
             self.cam.id, alarm.event_id, at_s, pre_s, post_s, self.ring, self.out_dir
         )
-        rec = _Recording(session, dt.datetime.fromtimestamp(alarm.wall, dt.timezone.utc))
+        at = dt.datetime.fromtimestamp(alarm.wall, dt.timezone.utc)
+        rec = _Recording(session, at, note=note)
         if self.motion is not None:
             rec.motion.update(self.motion.active)  # motion already under way at the alarm
         log.info("camera %s: clip %s for event %s", self.cam.id, session.id, alarm.event_id)
@@ -294,17 +300,37 @@ class CameraPipeline:
             self.recording.append(rec)
 
     def _too_old(self, alarm: Alarm, at_s: float) -> bool:
-        """An event resent long after (broker outage): nothing of its clip is left."""
+        """Nothing of the clip is in the ring: an event resent long after (broker outage), or
+        an alarm whose whole clip was over before the camera's first frame."""
         held = self.ring.keyframe_times()
         if not held or at_s + self.clips.post_s >= held[0]:
             return False
-        log.warning(
-            "camera %s: alarm %s is %.0f s old: its video is no longer in memory",
-            self.cam.id,
-            alarm.event_id,
-            self.clock.now_s() - at_s,
-        )
+        age = self.clock.now_s() - at_s
+        late = f"the alarm is {age:.0f} s old: its video is no longer in memory"
+        early = "the camera had no video yet: it had just started"
+        self._missed(alarm, early if self._before_video(alarm, self.clips.post_s) else late)
         return True
+
+    def _before_video(self, alarm: Alarm, margin_s: float) -> bool:
+        """Did ``margin_s`` before the alarm (or after: negative) precede the first frame?"""
+        mono = time.monotonic() - max(0.0, time.time() - alarm.wall)
+        return self.video_since is not None and mono - margin_s < self.video_since
+
+    def _short_pre_alarm(self, alarm: Alarm, at_s: float) -> str | None:
+        """Why the clip gets less pre-alarm than configured (from its first frame), or None."""
+        pre_s = self.clips.pre_s
+        held = self.ring.held_before(at_s, pre_s)
+        if held >= pre_s - PRE_TOLERANCE_S:
+            return None
+        started = self._before_video(alarm, pre_s)
+        why = "the camera had just started" if started else "the camera's video was interrupted"
+        return f"pre-alarm shorter than configured ({held:.1f} s of {pre_s:g} s): {why}"
+
+    def _missed(self, alarm: Alarm, why: str) -> None:
+        """No clip for ``alarm``: said in the log and to edge-alarm, which journals it."""
+        log.warning("camera %s: no clip for event %s: %s", self.cam.id, alarm.event_id, why)
+        body = {"v": 1, "camera": self.cam.id, "event_id": alarm.event_id, "why": why}
+        self.sink.publish(camera_topic(self.cam.id, "clip_missed"), body)
 
     def _complete(self, rec: _Recording) -> None:
         if rec in self.recording:
@@ -317,7 +343,7 @@ class CameraPipeline:
         """Mux and fsync off the loop, then let the service index and announce the clip."""
         try:
             info = await asyncio.to_thread(rec.session.finish)
-            await self.sink.saved(info, rec.alarm_at, frozenset(rec.motion))
+            await self.sink.saved(info, rec.alarm_at, frozenset(rec.motion), rec.note)
         except (ClipError, OSError) as exc:
             log.error("camera %s: clip %s not saved: %s", self.cam.id, rec.session.id, exc)
         except Exception:  # a bug must not take the other cameras down; it is logged

@@ -107,6 +107,21 @@ class PacketRing:
                 break
         return [p for gop in list(self._gops)[start:] for p in gop.packets]
 
+    def held_before(self, t_s: float, want_s: float) -> float:
+        """Seconds before ``t_s`` that a clip asking for ``want_s`` of them gets from the ring
+        (what :meth:`since` would start it on): less than ``want_s`` when the ring does not
+        reach back that far (a camera that has just started, a stream that restarted), 0 when
+        it holds nothing from before ``t_s``."""
+        times = self.keyframe_times()
+        if not times:
+            return 0.0
+        start = times[0]
+        for s in times:
+            if s > t_s - want_s:
+                break
+            start = s
+        return max(0.0, t_s - start)
+
     def latest_keyframe_gop(self) -> list[EncodedPacket]:
         """From the newest keyframe to the newest packet: what a live viewer can start on."""
         return list(self._gops[-1].packets) if self._gops else []

@@ -52,7 +52,7 @@ VIDEO_STATUS = "edge/video/status"
 CLIP_CATEGORIES = ("alarm", "tamper")
 CLIP_TOPICS = ("edge/clips/", "edge/up/clips/")
 # Journaled by edge-alarm (clips, live-view audit): never dropped to make room.
-JOURNALED = ("/clip_saved", "/clip_deleted", "/live")
+JOURNALED = ("/clip_saved", "/clip_deleted", "/clip_missed", "/live")
 OUT_QUEUE = 512  # messages waiting for the box broker
 SEEN_IDS = 1024  # event ids remembered: the bus delivers at least once
 RETENTION_EVERY_S = 600.0
@@ -162,10 +162,16 @@ class VideoService:
         self.outq.popleft()
 
     async def saved(
-        self, info: ClipInfo, alarm_at: dt.datetime, motion: frozenset[str] = frozenset()
+        self,
+        info: ClipInfo,
+        alarm_at: dt.datetime,
+        motion: frozenset[str] = frozenset(),
+        note: str | None = None,
     ) -> None:
         record = await asyncio.to_thread(self.index.add, info, alarm_at)
-        tags = {"motion": sorted(motion)}
+        # What the clip really holds before the alarm, and why it is short (camera.py).
+        pre = {"pre_alarm_s": round(max(0.0, info.alarm_s - info.start_s), 1)}
+        tags: dict[str, Any] = {"motion": sorted(motion), **pre, **({"note": note} if note else {})}
         log.info(
             "camera %s: clip %s saved: %.1f s, %d bytes, events %s",
             record.camera,
