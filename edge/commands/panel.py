@@ -1,7 +1,12 @@
 """`edge panel arm|disarm|bypass|unbypass|output|status`: operate the panel from the box.
 
 For installers and maintainers on site (and the demo); the central station uses signed
-commands instead. Requests go to edge-alarm over the box bus and wait for its answer.
+commands instead. Requests go to edge-alarm over the box bus and wait for its answer; the
+status is said in words (edge/commands/panel_words.py): why an output is on, the link to the
+central station and the outbox, alarm memory, uptime and version, times in the site's zone.
+
+Exit status: 0 done, 1 refused by the panel (an open zone...), 64 a wrong command, 69 the
+broker or edge-alarm does not answer, 77 the broker refused who you are.
 """
 
 from __future__ import annotations
@@ -13,7 +18,10 @@ import re
 import sys
 from typing import Any
 
-from edge.errors import EX_USAGE, CommandError
+from edge.commands.panel_words import WhyOn, summary
+from edge.errors import CommandError
+
+JOURNAL_LOOKBACK = 500  # events read back to find why an output came on
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -63,30 +71,73 @@ def request_of(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from edge.bus import Topics
-    from edge.commands.remote import ask, identity_of
+    from edge.commands.remote import NotAdmitted, Unavailable, ask, exit_status, identity_of
     from edge.config import load_config
+    from edge.sitetime import site_zone
 
     cfg = load_config(args.config)  # a ConfigError is reported by edge.cli (exit 78)
+    watched = _link_topics(cfg) if args.action == "status" else ()
     try:
         name = args.identity or default_identity(cfg.bus.identities_dir)
         me = identity_of(cfg, name, required=args.identity is not None)
         answer = ask(
-            cfg.bus.url,
+            cfg,
             Topics.local_cmd(name),
             request_of(args),
             Topics.local_reply(name),
             "edge-alarm",
             credentials=me,
+            config_path=args.config,
+            retained=watched,
+            status_topic=Topics.ALARM_STATUS,
         )
-    except CommandError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EX_USAGE
-    if not answer.pop("ok", False):
-        print(f"refused: {answer.get('reason')}", file=sys.stderr)
+    except (Unavailable, NotAdmitted, CommandError) as exc:
+        return exit_status(exc)
+    body = answer.body
+    if not body.pop("ok", False):
+        print(f"refused: {body.get('reason')}", file=sys.stderr)
         return 1
-    answer.pop("v", None)
-    print(json.dumps(answer, indent=2, sort_keys=True) if args.json else summary(answer))
+    body.pop("v", None)
+    if watched and watched[0] in answer.retained and "link" not in body:
+        body["link"] = answer.retained[watched[0]].payload.decode("ascii", "replace").strip()
+    if args.json:
+        print(json.dumps(body, indent=2, sort_keys=True))
+    else:
+        print(summary(body, site_zone(cfg), _journal_why(cfg)))
     return 0
+
+
+def _link_topics(cfg: Any) -> tuple[str, ...]:
+    """The bridge's retained link state, when this site is bridged to a central station."""
+    from edge.uplink.topics import link
+
+    central = cfg.central
+    return (link(cfg.site.id),) if central is not None and central.enabled else ()
+
+
+def _journal_why(cfg: Any) -> WhyOn:
+    """Why an output is on, from the journal's last output_on for it since it came on."""
+
+    def why(oid: str, state: dict[str, Any]) -> str | None:
+        from edge.commands.event_words import details
+        from edge.errors import JournalError
+        from edge.journal import Journal, journal_path
+
+        since = state.get("since")
+        try:
+            with Journal(journal_path(cfg), readonly=True) as journal:
+                recent = journal.query(since_ts=since or None, limit=JOURNAL_LOOKBACK)
+        except (JournalError, ValueError):
+            return None
+        for event in reversed(recent):
+            if event.kind.value == "output_on" and event.details.get("output") == oid:
+                said = {k: v for k, v in event.details.items() if k not in ("output", "readback")}
+                reason = said.pop("reason", None)
+                words = details(said)
+                return f"because: {reason or 'no reason given'}" + (f", {words}" if words else "")
+        return None
+
+    return why
 
 
 def default_identity(identities_dir: str) -> str:
@@ -100,53 +151,3 @@ def default_identity(identities_dir: str) -> str:
         if name and re.fullmatch(NAME_PATTERN, name) and Path(identities_dir, name).exists():
             return name
     return DEFAULT_LOCAL_USER
-
-
-def summary(answer: dict[str, Any]) -> str:
-    """The answer in one or a few lines an installer reads on a phone."""
-    if "panel" in answer:
-        parts = answer["panel"].get("partitions", {})
-        lines = [summary({"partition": p}) for p in parts.values()]
-        zones = answer["panel"].get("zones", {}).values()
-        lines += [
-            summary({"zone": z}) for z in zones if z.get("loop") != "normal" or z.get("bypassed")
-        ]
-        outs = answer.get("outputs", {})
-        lines += [summary({"id": k, **v}) for k, v in sorted(outs.items())]
-        if isinstance(answer.get("disk"), dict):
-            lines.append(disk_summary(answer["disk"]))
-        return "\n".join(lines)
-    if "partition" in answer:
-        p = answer["partition"]
-        text = f"partition {p.get('id')}: {str(p.get('state', '?')).replace('_', ' ')}"
-        if p.get("open_zones"):
-            text += f"; open: {', '.join(p['open_zones'])}"
-        if p.get("bypassed_zones"):
-            text += f"; bypassed: {', '.join(p['bypassed_zones'])}"
-        return text
-    if "zone" in answer:
-        z = answer["zone"]
-        bypass = f", bypassed ({z.get('bypass_reason')})" if z.get("bypassed") else ""
-        return f"zone {z.get('id')}: loop {z.get('loop')}{bypass}"
-    if "readback" in answer:
-        state = "on" if answer.get("on") else "off"
-        until = f" until {answer['until']}" if answer.get("until") else ""
-        readback = "on" if answer.get("readback") else "off"
-        return f"output {answer.get('id')}: {state}{until} (pin reads {readback})"
-    return json.dumps(answer, indent=2, sort_keys=True)
-
-
-def disk_summary(disk: dict[str, Any]) -> str:
-    """The data disk in one line; when full, what it means and what to do."""
-    free = disk.get("free_bytes")
-    room = f"{free / 1e6:.1f} MB free" if isinstance(free, int) and free >= 0 else "free space ?"
-    if disk.get("state") != "full":
-        return f"data disk: ok, {room}"
-    held = disk.get("held") or {}
-    text = (
-        f"data disk: FULL since {disk.get('since')} ({room}): alarms still detected and sent; "
-        f"{held.get('journal', 0)} event(s) held in memory, not yet in the journal"
-    )
-    if disk.get("lost"):
-        text += f", {disk['lost']} lost (memory bound reached)"
-    return text + f" — free space on the disk of {disk.get('path')} (docs/maintenance.md)"

@@ -1,7 +1,8 @@
 """`edge sim trip|restore|set ZONE`: drive a simulated site's loops from another terminal.
 
 The simulated hardware lives inside edge-alarm (hardware.backend = "sim"); this command
-only publishes on the box bus and prints what the simulator did.
+only publishes on the box bus and prints what the simulator did. Exit status: 0 done, 64 a
+wrong zone or value, 69 the broker or edge-alarm does not answer (edge/commands/remote.py).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     from edge.bus import Topics
     from edge.bus.identity import SIM
-    from edge.commands.remote import ask, identity_of
+    from edge.commands.remote import NotAdmitted, Unavailable, ask, exit_status, identity_of
     from edge.config import load_config
 
     cfg = load_config(args.config)  # a ConfigError is reported by edge.cli (exit 78)
@@ -55,16 +56,16 @@ def run(args: argparse.Namespace) -> int:
         return EX_USAGE
     try:
         answer = ask(
-            cfg.bus.url,
+            cfg,
             Topics.sim_set(args.zone),
             {"cmd": args.value},
             Topics.SIM_REPLY,
             "edge-alarm",
             credentials=identity_of(cfg, SIM, required=False),
-        )
-    except CommandError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EX_USAGE
+            config_path=args.config,
+        ).body
+    except (Unavailable, NotAdmitted, CommandError) as exc:
+        return exit_status(exc)
     if not answer.get("ok"):
         print(f"error: {answer.get('reason')}", file=sys.stderr)
         return EX_USAGE
