@@ -89,7 +89,7 @@ def test_list_prints_one_readable_line_per_event(
     assert lines[0].startswith("#1 ") and "BURGLARY ALARM zone hall (Hall)" in lines[0]
     assert "BA/130" in lines[0] and "[partition main]" in lines[0]
     assert "FIRE ALARM zone kitchen" in lines[1]
-    assert "mains power lost" in lines[3] and "volts=0.0" in lines[3]
+    assert "mains power lost" in lines[3] and lines[3].endswith("— volts 0.0")
 
 
 def test_limit_zone_and_json(

@@ -1,7 +1,10 @@
 """`edge events [list|verify]`: read the event journal ("main courante") from any shell.
 
 It opens the journal read-only, so it can run beside the alarm service at any time and can never
-change or lock what the service writes. Times are printed and read in UTC, as stored.
+change or lock what the service writes. Times are stored in UTC; they are printed in the site's
+time zone with the zone's abbreviation (``[site] timezone``), and a ``--since`` time typed
+without an offset is read in that zone too, so what a person reads they can type back. JSON
+output keeps the stored UTC times.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge.commands.event_words import line
 from edge.errors import (
     EX_CONFIG,
     EX_OK,
@@ -25,15 +30,20 @@ from edge.errors import (
     ConfigError,
     JournalError,
 )
-from edge.events import Event, describe
-from edge.journal import Journal, JournalNotReady, iso_utc, journal_path, parse_iso
+from edge.events import Event
+from edge.journal import Journal, JournalNotReady, iso_utc, journal_path
+from edge.sitetime import SiteZone, naive_as_site, site_zone
 
 EX_TAMPERED = 1  # `verify` found a broken chain, or there is nothing to verify
 POLL_S = 0.2
 BATCH = 1000
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _DURATION = re.compile(r"^\s*(\d{1,7})\s*([smhdw])\s*$", re.IGNORECASE)
-_SINCE_HELP = "2026-11-22T10:00 (UTC unless an offset is given) or a duration such as 10m, 2h, 3d"
+_SINCE_HELP = (
+    "2026-11-22T10:00 (the site's time zone unless an offset is given) or a duration such as "
+    "10m, 2h, 3d"
+)
+SEQ_CACHE = 4096  # event id -> seq lookups remembered while printing
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -73,14 +83,15 @@ def positive_int(text: str) -> int:
     return value
 
 
-def parse_since(text: str, now: dt.datetime | None = None) -> str:
-    """``--since`` as the journal's UTC timestamp; CommandError says what is accepted."""
+def parse_since(text: str, now: dt.datetime | None = None, zone: SiteZone | None = None) -> str:
+    """``--since`` as the journal's UTC timestamp; a time without an offset is in ``zone``
+    (the site's), UTC when none is given. CommandError says what is accepted."""
     match = _DURATION.match(text)
     if match:
         seconds = int(match.group(1)) * _UNITS[match.group(2).lower()]
         return iso_utc((now or dt.datetime.now(dt.timezone.utc)) - dt.timedelta(seconds=seconds))
     try:
-        return iso_utc(parse_iso(text))
+        return iso_utc(naive_as_site(text, zone or site_zone(None)))
     except (ValueError, OverflowError) as exc:
         raise CommandError(f"--since {text!r} is not a time: give {_SINCE_HELP}") from exc
 
@@ -89,17 +100,21 @@ def run(args: argparse.Namespace) -> int:
     from edge.config import load_config
 
     try:
-        path = journal_path(load_config(args.config))
+        cfg = load_config(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EX_CONFIG
+    path = journal_path(cfg)
     if args.action == "verify":
         return _verify(path)
+    zone = site_zone(cfg)
     try:
-        since = parse_since(args.since) if args.since else None
+        since = parse_since(args.since, zone=zone) if args.since else None
     except CommandError as exc:
         print(f"edge events: {exc}", file=sys.stderr)
         return EX_USAGE
+    args.site_zone = zone
+    args.zone_ids = [z.id for z in cfg.zones]
     try:
         return _list(path, args, since)
     except KeyboardInterrupt:
@@ -135,6 +150,9 @@ def _verify(path: Path) -> int:
 
 def _list(path: Path, args: argparse.Namespace, since: str | None) -> int:
     if not args.follow and not path.exists():
+        if args.zone is not None and args.zone not in args.zone_ids:
+            print(f"edge events: {_no_such_zone(args.zone, args.zone_ids)}", file=sys.stderr)
+            return EX_USAGE
         print(_missing(path), file=sys.stderr)
         return EX_OK
     try:
@@ -143,14 +161,55 @@ def _list(path: Path, args: argparse.Namespace, since: str | None) -> int:
         print(f"edge events: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE
     with journal:
+        problem = _unknown_zone(journal, args.zone, args.zone_ids)
+        if problem:
+            print(f"edge events: {problem}", file=sys.stderr)
+            return EX_USAGE
+        emit = _printer(journal, args.site_zone, args.json)
         start = journal.last_seq()
         shown = journal.query(since_ts=since, zone=args.zone, limit=args.limit)
         for event in shown:
-            _emit(event, args.json)
+            emit(event)
         sys.stdout.flush()
         if args.follow:
-            _follow(journal, max([start, *(e.seq for e in shown)]), args.zone, args.json)
+            _follow(journal, max([start, *(e.seq for e in shown)]), args.zone, emit)
     return EX_OK
+
+
+def _unknown_zone(journal: Journal, zone: str | None, configured: list[str]) -> str | None:
+    """Why ``--zone`` names no zone: neither in the site file nor in the journal (a zone
+    removed from the site keeps its history, so the journal counts too)."""
+    if zone is None or zone in configured or journal.query(zone=zone, limit=1):
+        return None
+    return _no_such_zone(zone, configured)
+
+
+def _no_such_zone(zone: str, configured: list[str]) -> str:
+    return (
+        f"no zone {zone!r} in this site or its journal; zones: "
+        f"{', '.join(configured) or '(none configured)'} — give a zone id as the site file "
+        "names it"
+    )
+
+
+def _printer(journal: Journal, zone: SiteZone, as_json: bool) -> Callable[[Event], None]:
+    """Print one event: JSON as stored, or a line in words with its events' numbers."""
+    if as_json:
+        return lambda event: print(json.dumps(event.to_dict(), ensure_ascii=False))
+    seqs: dict[str, int | None] = {}
+
+    def seq_of(event_id: str) -> int | None:
+        if event_id not in seqs:
+            if len(seqs) >= SEQ_CACHE:
+                seqs.pop(next(iter(seqs)))
+            try:
+                found = journal.get(event_id)
+            except JournalError:
+                found = None
+            seqs[event_id] = found.seq if found else None
+        return seqs[event_id]
+
+    return lambda event: print(line(event, zone, seq_of))
 
 
 def _wait_for(path: Path) -> Journal:
@@ -166,7 +225,7 @@ def _wait_for(path: Path) -> Journal:
         time.sleep(POLL_S)
 
 
-def _follow(journal: Journal, last: int, zone: str | None, as_json: bool) -> None:
+def _follow(journal: Journal, last: int, zone: str | None, emit: Callable[[Event], None]) -> None:
     """Poll for rows after ``last`` until interrupted; polling keeps the reader lock-free."""
     while True:
         try:
@@ -178,17 +237,10 @@ def _follow(journal: Journal, last: int, zone: str | None, as_json: bool) -> Non
         for event in batch:
             last = event.seq
             if zone is None or event.zone_id == zone:
-                _emit(event, as_json)
+                emit(event)
         sys.stdout.flush()
         if len(batch) < BATCH:
             time.sleep(POLL_S)
-
-
-def _emit(event: Event, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(event.to_dict(), ensure_ascii=False))
-    else:
-        print(describe(event))
 
 
 def _silence_stdout() -> None:
