@@ -16,6 +16,7 @@ from edge.diag.holdoff import HoldOff
 from edge.diag.model import Status, worst
 from edge.diag.registry import run
 from edge.diag.sources import Sources
+from edge.sitetime import SiteZone, local, site_zone
 
 MARK = {"fail": "FAIL", "warn": "WARN", "unknown": " ?  ", "ok": " ok "}
 
@@ -45,19 +46,31 @@ def exit_code(report: dict[str, Any]) -> int:
     return {"fail": 2, "warn": 1}.get(report["status"], 0)
 
 
-def as_text(report: dict[str, Any], *, show_ok: bool, width: int) -> str:
-    """Worst first; each problem with its remedy underneath; ok lines only when asked."""
+def as_text(
+    report: dict[str, Any], *, show_ok: bool, width: int, zone: SiteZone | None = None
+) -> str:
+    """Worst first; each problem with its remedy underneath; ok lines only when asked.
+
+    Times (the report's, and since when a problem lasts) are in ``zone``, the site's, named
+    in the first line; the JSON keeps UTC."""
+    zone = zone or site_zone(None)
     counts = report["counts"]
     head = (
         f"site {report['site']}: {report['status'].upper()} — {counts['fail']} failing, "
-        f"{counts['warn']} warning, {counts['unknown']} unknown, {counts['ok']} ok"
+        f"{counts['warn']} warning, {counts['unknown']} unknown, {counts['ok']} ok "
+        f"({local(report.get('ts'), zone)}, {zone.describe()})"
     )
     lines = [head]
     for f in report["findings"]:
         if f["status"] == "ok" and not show_ok:
             continue
         scope = "" if f["scope"] == "box" else f" [{f['scope']}]"
-        lines.append(f"{MARK[f['status']]} {f['check']}{scope}: {f['summary']}")
+        since = ""
+        if f["status"] in ("warn", "fail") and f.get("since"):
+            count = f.get("count") or 1
+            again = f", {count} times" if count > 1 else ""
+            since = f" (since {local(f['since'], zone)}{again})"
+        lines.append(f"{MARK[f['status']]} {f['check']}{scope}: {f['summary']}{since}")
         if f["remedy"]:
             wrapped = textwrap.wrap(f"→ {f['remedy']}", width - 7)
             lines += [f"       {w}" for w in wrapped]
