@@ -178,12 +178,12 @@ class ClipSender:
                 continue
             try:
                 await self._transfer(record)
+            except BusError as exc:  # before OSError: a BusError is a ConnectionError
+                log.warning("clip %s: box bus unavailable: %s", record.id, exc)
+                await asyncio.sleep(1.0)
             except OSError as exc:
                 log.error("clip %s: cannot read %s: %s; skipped", record.id, record.path, exc)
                 self._skip(record.id)
-            except BusError as exc:
-                log.warning("clip %s: box bus unavailable: %s", record.id, exc)
-                await asyncio.sleep(1.0)
             finally:
                 self.current = None
 
