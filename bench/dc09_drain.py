@@ -7,9 +7,9 @@ section, pysiaalarm's receiver (its callback runs once its ACK is written).
    as an outage leaves them (events journaled while no receiver answered).
 2. edge-alarm starts with the receiver down: it finds every event owed to DC-09, fails the
    first one on the primary path and starts probing.
-3. After OUTAGE_S the receiver starts on the same port. Timed: from the receiver's start to
-   the first event it takes (how long the box takes to notice the return), and from the
-   first to the last event of the backlog (the drain rate).
+3. After OUTAGE_S (``--outage-s``) the receiver starts on the same port. Timed: from the
+   receiver's start to the first event it takes (how long the box takes to notice the
+   return), and from the first to the last event of the backlog (the drain rate).
 
 The arrival order is checked against the journal: `in_journal_order` and `reversed_pairs`
 (restores that arrived before their alarm). Progress goes to stderr; the last line is one
@@ -87,9 +87,9 @@ class Receiver:
         self.thread.join(10)
 
 
-def backlog_events() -> list[Event]:
+def backlog_events(count: int) -> list[Event]:
     events = []
-    for i in range(BACKLOG // 2):
+    for i in range(count // 2):
         zone, _number = ZONES[i % len(ZONES)]
         alarm, restore = PAIRS[zone == "panic"]
         events += [Event(alarm, zone_id=zone), Event(restore, zone_id=zone)]
@@ -138,7 +138,7 @@ def collect(receiver: Receiver, count: int, timeout: float) -> list[tuple[float,
     return got
 
 
-def run(root: Path, log_level: str) -> dict[str, Any]:
+def run(root: Path, log_level: str, outage_s: float, backlog: int) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         broker = start_mosquitto(root / "broker")
         stack.callback(broker.stop)
@@ -150,14 +150,14 @@ def run(root: Path, log_level: str) -> dict[str, Any]:
         site = write_site(work, broker.url, swinger=20, extra=dc09)
         journal_path = work / "data" / JOURNAL_FILE
         with Journal(journal_path) as journal:
-            journal.append_many(backlog_events())
+            journal.append_many(backlog_events(backlog))
         notify = NotifySocket(work / "notify.sock")
         stack.callback(notify.close)
         proc = start_alarm(site, work, notify, log_level=log_level)
         stack.callback(stop, proc)
         notify.wait_for("READY=1", timeout=20)
-        say(f"edge-alarm up with {BACKLOG} events owed and the receiver down; {OUTAGE_S:g} s")
-        time.sleep(OUTAGE_S)
+        say(f"edge-alarm up with {backlog} events owed and the receiver down for {outage_s:g} s")
+        time.sleep(outage_s)
         owed = expected(journal_path)  # the backlog, service start and path fault
         back = time.monotonic()
         receiver.start()
@@ -168,6 +168,7 @@ def run(root: Path, log_level: str) -> dict[str, Any]:
             f"then {last - first:.2f} s")  # fmt: skip
         rate = (len(got) - 1) / (last - first)
         return {
+            "outage_s": outage_s,
             "backlog_n": len(got),
             "first_after_return_s": round(first - back, 2),
             "drain_s": round(last - back, 2),
@@ -183,6 +184,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="WARNING", help="edge-alarm's log level")
     parser.add_argument("--keep", metavar="DIR", type=Path, help="work here and keep the logs")
+    parser.add_argument("--outage-s", type=float, default=OUTAGE_S, help="receiver down this long")
+    parser.add_argument("--backlog", type=int, default=BACKLOG, help="events journaled before")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(128 + signal.SIGTERM))
     started = time.monotonic()
@@ -190,7 +193,7 @@ def main() -> None:
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
         root = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        out = run(root, args.log_level)
+        out = run(root, args.log_level, args.outage_s, args.backlog)
     out["elapsed_s"] = round(time.monotonic() - started, 1)
     print(json.dumps(out))
 
