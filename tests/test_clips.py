@@ -5,10 +5,14 @@ Stream: 320x240 at 10 fps, a keyframe every 2 s. Clips: 3 s before the alarm, 4 
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import itertools
 import json
 import shutil
 import subprocess
+import time
+import weakref
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,7 @@ from support import h264
 
 from edge.video.clips import ClipError, ClipInfo, ClipSession, write_mp4
 from edge.video.frames import EncodedPacket, nal_units
+from edge.video.mp4 import recording_path
 from edge.video.ring import PacketRing
 
 PRE, POST = 3.0, 4.0
@@ -118,7 +123,7 @@ def test_clip_covers_pre_and_post_and_is_valid_h264(tmp_path: Path, time_base: F
     times = [float(f["pts_time"]) for f in frames]
     assert times[0] == 0.0
     assert all(a < b for a, b in itertools.pairwise(times)), "pts must increase"
-    assert len(frames) == info.frames == len(session.packets) == 75  # 4.0 .. 11.4 s
+    assert len(frames) == info.frames == session.frames == 75  # 4.0 .. 11.4 s
     keys = [i for i, f in enumerate(frames) if f["key_frame"] == 1]
     assert keys == [0, 20, 40, 60]
     assert (info.width, info.height) == (320, 240)
@@ -146,11 +151,13 @@ def test_packets_are_muxed_byte_for_byte_without_reencoding(
 ) -> None:
     session, info = record(stream, tmp_path, [(7.45, "ev1")])
     samples = mp4_samples(info.path)
-    assert len(samples) == len(session.packets)
-    for pkt, (nals, key) in zip(session.packets, samples, strict=True):
+    first = next(i for i, p in enumerate(stream) if p.seconds == 4.0)
+    sent = stream[first : first + session.frames]
+    assert len(samples) == len(sent) == 75
+    for pkt, (nals, key) in zip(sent, samples, strict=True):
         assert nals == nal_units(pkt.data)
         assert key == pkt.keyframe
-    assert session.packets[0] is next(p for p in stream if p.seconds == 4.0)
+    assert session.start_s == 4.0
 
 
 @needs_ffprobe
@@ -189,8 +196,10 @@ def test_clip_waits_for_a_keyframe_when_the_ring_is_empty(
     for pkt in stream[51:]:  # joins mid-GOP at 5.1 s: packets before 6.0 cannot be decoded
         if session.feed(pkt):
             break
-    assert session.packets[0].keyframe and session.packets[0].seconds == pytest.approx(6.0)
-    assert session.finish().duration_s == pytest.approx(9.1 - 6.0)
+    assert session.start_s == pytest.approx(6.0)
+    info = session.finish()
+    assert info.start_s == pytest.approx(6.0) and info.duration_s == pytest.approx(9.1 - 6.0)
+    assert mp4_samples(info.path)[0][1], "the clip starts on a keyframe"
 
 
 def test_clip_without_video_or_parameter_sets_is_refused(
@@ -225,6 +234,105 @@ def test_clip_length_and_memory_are_bounded(stream: list[EncodedPacket], tmp_pat
     budget = sum(len(p.data) for p in stream[40:90])
     big = ClipSession("cam1", "ev1", 7.45, PRE, POST, ring, tmp_path, max_bytes=budget)
     done_at = next(p for p in stream[75:] if big.feed(p))
-    assert done_at is stream[90] and len(big.packets) == 50  # 4.0 .. 8.9 s, then cut
+    assert done_at is stream[90] and big.frames == 50  # 4.0 .. 8.9 s, then cut
     info = big.finish()
     assert info.duration_s == pytest.approx(5.0) and info.end_s < 7.45 + POST
+
+
+# -- written while recorded -------------------------------------------------------------------
+
+
+def wait_written(session: ClipSession, timeout: float = 10.0) -> None:
+    """Until the writer thread has taken every packet handed to it."""
+    deadline = time.monotonic() + timeout
+    while session.backlog:
+        assert time.monotonic() < deadline, "the writer thread did not keep up"
+        time.sleep(0.01)
+
+
+def copies(packets: list[EncodedPacket]) -> list[EncodedPacket]:
+    """Packets with their own bytes, as a camera hands over (and weakly referenceable)."""
+    return [dataclasses.replace(p, data=bytes(bytearray(p.data))) for p in packets]
+
+
+def test_clip_is_written_while_recorded_and_keeps_no_packet(
+    stream: list[EncodedPacket], tmp_path: Path
+) -> None:
+    """A reader sees every whole GOP so far in the recording file; the session and its writer
+    keep only the GOP under way, so memory does not follow the clip's length."""
+    ring = PacketRing(PRE, 1 << 22)
+    session = ClipSession("cam1", "ev1", 0.05, 0.0, 100.0, ring, tmp_path)
+    fed = copies(stream[:125])  # 6 whole GOPs (0 .. 11.9 s), then 5 packets of the 7th
+    refs = [weakref.ref(p) for p in fed]
+    for pkt in fed:
+        assert not session.feed(pkt)
+    del fed, pkt
+    wait_written(session)
+    gc.collect()
+    alive = [i for i, r in enumerate(refs) if r() is not None]
+    assert alive == list(range(120, 125)), "only the GOP under way is held"
+
+    part = recording_path(session.path)
+    assert not session.path.exists() and part.stat().st_mode & 0o777 == 0o640
+    with av.open(str(part)) as container:  # a fragmented MP4, playable as it grows
+        frames = list(container.decode(video=0))
+    # Every whole GOP, but for its last frame, which the muxer writes when the next comes.
+    assert len(frames) in (119, 120) and frames[0].key_frame
+    assert [f.width for f in frames[:1]] == [320]
+
+    session.extend(0.05, "ev2")
+    for pkt in copies(stream[125:200]):
+        session.feed(pkt)
+    info = session.finish()
+    assert not part.exists() and info.frames == 200
+    assert top_level_boxes(info.path)[:2] == ["ftyp", "moov"], "faststart once finished"
+    assert info.duration_s == pytest.approx(20.0)
+
+
+def test_a_clip_that_cannot_be_written_ends_and_says_why(
+    stream: list[EncodedPacket], tmp_path: Path
+) -> None:
+    blocked = tmp_path / "clips"
+    blocked.write_text("a file where the clips folder should be")
+    session = ClipSession("cam1", "ev1", 1.0, 0.0, 10.0, PacketRing(PRE, 1 << 20), blocked)
+    done = None
+    for pkt in stream[:40]:  # the writer fails on the first packet: feeding stops soon
+        if session.feed(pkt):
+            done = pkt
+            break
+        wait_written(session)
+    assert done is not None and session.complete and session.frames <= 2
+    with pytest.raises(ClipError, match=r"cam1: cannot write .*clips/cam1-"):
+        session.finish()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clips"]
+
+
+@needs_ffprobe
+def test_b_frames_keep_their_order_across_gops(tmp_path: Path) -> None:
+    """A camera that reorders frames (B-frames): dts stay below pts and increase, GOP after
+    GOP, and every picture is shown once, in order."""
+    ctx = av.CodecContext.create("libx264", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = h264.WIDTH, h264.HEIGHT, "yuv420p"
+    ctx.time_base, ctx.framerate = Fraction(1, 10), Fraction(10)
+    ctx.options = {"preset": "fast", "x264-params": "bframes=2:keyint=20:min-keyint=20:"
+                   "scenecut=0:repeat-headers=1:open-gop=0"}  # fmt: skip
+    packets: list[EncodedPacket] = []
+    for i in [*range(60), None]:
+        frame = None
+        if i is not None:
+            frame = av.VideoFrame.from_ndarray(h264.picture(i), format="rgb24")
+            frame = frame.reformat(format="yuv420p")
+            frame.pts = i
+        for p in ctx.encode(frame):
+            assert p.pts is not None
+            packets.append(EncodedPacket("cam1", bytes(p), p.pts, Fraction(1, 10), p.is_keyframe))
+    assert any(b.pts < a.pts for a, b in itertools.pairwise(packets)), "B-frames expected"
+    info = write_mp4(packets, tmp_path / "b.mp4", end_s=6.0)
+    assert info.frames == 60 and info.duration_s == pytest.approx(6.0)
+    frames = ffprobe(tmp_path / "b.mp4")["frames"]
+    times = [float(f["pts_time"]) for f in frames]
+    assert len(times) == 60 and times == sorted(times)
+    with av.open(str(tmp_path / "b.mp4")) as container:
+        demuxed = [p for p in container.demux(video=0) if p.dts is not None]
+    assert all(p.dts <= p.pts for p in demuxed)
+    assert all(a.dts < b.dts for a, b in itertools.pairwise(demuxed))
