@@ -10,10 +10,15 @@ pushed and fed the way a camera pipeline does, SPEED times faster than real time
 The alarm comes once the ring holds its PRE_S seconds; another alarm every REALARM_S
 seconds extends the clip until its 10-minute limit (``MAX_CLIP_S`` after the first alarm)
 ends it. RSS and USS (/proc/self/smaps_rollup) are read before the alarm (``start``), at the
-highest point while recording (``peak``) and after the last packet, before the clip is
-finished (``end``); growth = end - start. Then the clip is finished (written for good,
-snapshot, checksum) and checked with ffprobe when it is installed. Last line: one JSON
-object.
+highest point while recording (``peak``), one simulated minute into the alarm and after the
+last packet, before the clip is finished (``end``); growth = end - start, which counts what
+opening a clip costs once (its writer thread, the decoder of the snapshot); growth after the
+first minute shows whether memory follows the clip's length. Then the clip is finished
+(written for good, snapshot, checksum) and checked with ffprobe when it is installed.
+
+The bench process applies glibc's fixed mmap threshold as edge-video does at start
+(:mod:`edge.video.lean`); ``--default-malloc`` leaves glibc's default, to see what that
+setting is worth. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from edge.video.clips import MAX_CLIP_S, ClipSession  # noqa: E402
 from edge.video.frames import EncodedPacket  # noqa: E402
+from edge.video.lean import fixed_mmap_threshold  # noqa: E402
 from edge.video.ring import PacketRing  # noqa: E402
 from edge.video.sources.scenes import Scene  # noqa: E402
 
@@ -108,6 +114,7 @@ def ffprobe_ok(path: Path) -> bool | None:
 
 
 def main() -> None:
+    tuned = "--default-malloc" not in sys.argv[1:] and fixed_mmap_threshold()
     pool = encode_pool()
     pool_bytes = sum(len(d) for d, _ in pool)
     kbps = pool_bytes * 8 / POOL_S / 1000
@@ -124,6 +131,7 @@ def main() -> None:
         session = ClipSession("bench", "ev-0", alarm_s, PRE_S, POST_S, ring, out)
         next_alarm, alarms = alarm_s + REALARM_S, 1
         peak_rss, peak_uss = rss0, uss0
+        rss_1min: float | None = None
         t0 = time.monotonic()
         while True:
             if pkt.seconds >= next_alarm and next_alarm <= alarm_s + MAX_CLIP_S:
@@ -138,6 +146,8 @@ def main() -> None:
             if int(pkt.seconds * FPS) % FPS == 0:  # once a simulated second
                 rss, uss = memory_mb()
                 peak_rss, peak_uss = max(peak_rss, rss), max(peak_uss, uss)
+                if rss_1min is None and pkt.seconds - alarm_s >= 60:
+                    rss_1min = rss
             pkt = next(packets)
         recorded_s = pkt.seconds - alarm_s
         rss1, uss1 = memory_mb()
@@ -161,11 +171,13 @@ def main() -> None:
         "clip_mb": round(clip_mb, 1),
         "bitrate_kbps": round(kbps),
         "speed_x_realtime": SPEED,
+        "malloc": "fixed mmap threshold" if tuned else "glibc default",
         "rss_start_mb": round(rss0, 1),
         "rss_end_mb": round(rss1, 1),
         "rss_peak_mb": round(peak_rss, 1),
         "growth_mb": round(rss1 - rss0, 1),
         "peak_growth_mb": round(peak_rss - rss0, 1),
+        "growth_after_first_minute_mb": round(rss1 - (rss_1min or rss0), 1),
         "uss_start_mb": round(uss0, 1),
         "uss_end_mb": round(uss1, 1),
         "uss_growth_mb": round(uss1 - uss0, 1),

@@ -1,15 +1,19 @@
 """Resident memory and CPU of `edge run video` with two synthetic 720p cameras.
 
 Two cameras at 1280x720, 15 fps, 10 s of pre-alarm video in each ring, paced in real time,
-measured over MEASURE_S after WARMUP_S: RSS and USS from /proc/<pid>/smaps_rollup (the
-highest sample of each), CPU from /proc/<pid>/stat (utime + stime deltas). USS (the pages
-only this process maps: Private_Clean + Private_Dirty) is the figure to watch: RSS also
-counts shared library pages, which the page cache and other processes share, so it moves
-with what else runs on the machine.
+measured over MEASURE_S after WARMUP_S: RSS, USS and anonymous memory from
+/proc/<pid>/smaps_rollup (the highest sample of each), CPU from /proc/<pid>/stat (utime +
+stime deltas). RSS counts every resident page mapped, shared library pages included, and
+how many of those are mapped depends on the page cache. USS (Private_Clean + Private_Dirty)
+counts the pages no other process maps: the heaps, plus the library pages of numpy and
+PyAV while no other process has them loaded (on a box: always), so on a busy development
+machine it moves by 10-40 MB as other Python processes come and go. Anonymous memory
+(heaps and buffers) moves with neither and is the figure to compare between runs.
 
 The site is the box as shipped: live view on (nobody watching) and the local web server on
 (a free loopback port, its own users file and certificate in the bench's directory, never
-/etc/edge nor 0.0.0.0:8080). It is run again with live view off (no live stack at all).
+/etc/edge nor 0.0.0.0:8080; the certificate is made by `edge web cert` beforehand, as the
+unit does). It is run again with live view off (no live stack at all).
 
 The synthetic camera renders its pictures and ENCODES them with libx264 inside edge-video,
 which a real camera does not ask of us (it hands over H.264). So the same run is repeated
@@ -51,12 +55,19 @@ EDGE = str(Path(sys.executable).with_name("edge"))
 
 def memory_mb(pid: int) -> tuple[float, float]:
     """(RSS, USS) of a process in MB, from /proc/<pid>/smaps_rollup (Linux 4.14+)."""
+    rss, uss, _ = memory_fields(pid)
+    return rss, uss
+
+
+def memory_fields(pid: int) -> tuple[float, float, float]:
+    """(RSS, USS, anonymous) in MB. Anonymous memory (heaps, buffers) is what neither the
+    page cache nor other processes mapping the same libraries move."""
     fields: dict[str, int] = {}
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
         key, _, value = line.partition(":")
         fields[key] = int(value.split()[0])  # kB
     uss = fields["Private_Clean"] + fields["Private_Dirty"] + fields.get("Private_Hugetlb", 0)
-    return fields["Rss"] / 1024, uss / 1024
+    return fields["Rss"] / 1024, uss / 1024, fields["Anonymous"] / 1024
 
 
 def free_port() -> int:
@@ -103,31 +114,35 @@ def cpu_s(pid: int) -> float:
 
 
 class Run:
-    """What one measured process used: highest RSS and USS (MB), CPU % of one core."""
+    """What one measured process used: highest RSS, USS and anonymous (MB), CPU % of a core."""
 
-    def __init__(self, rss: float, uss: float, cpu: float) -> None:
-        self.rss, self.uss, self.cpu = rss, uss, cpu
+    def __init__(self, rss: float, uss: float, anon: float, cpu: float) -> None:
+        self.rss, self.uss, self.anon, self.cpu = rss, uss, anon, cpu
 
 
 def measure(proc: subprocess.Popen[bytes]) -> Run:
     """Highest RSS and USS, and CPU, over MEASURE_S after WARMUP_S."""
     time.sleep(WARMUP_S)
     c0, t0 = cpu_s(proc.pid), time.monotonic()
-    rss = uss = 0.0
+    rss = uss = anon = 0.0
     while time.monotonic() - t0 < MEASURE_S:
         if proc.poll() is not None:
             raise RuntimeError(f"process {proc.pid} exited with {proc.returncode}")
-        r, u = memory_mb(proc.pid)
-        rss, uss = max(rss, r), max(uss, u)
+        r, u, a = memory_fields(proc.pid)
+        rss, uss, anon = max(rss, r), max(uss, u), max(anon, a)
         time.sleep(0.5)
     cpu = (cpu_s(proc.pid) - c0) / (time.monotonic() - t0) * 100
-    return Run(rss, uss, cpu)
+    return Run(rss, uss, anon, cpu)
 
 
 def run_video(root: Path, url: str, *, motion: bool = True, live: bool = True) -> Run:
     work = root / f"motion-{motion}-live-{live}"
     work.mkdir()
     site = write_site(work, url, extra=cameras_toml(motion) + live_toml(work, live))
+    if live:  # the page's certificate, made before the first start as the unit does
+        subprocess.run(
+            [EDGE, "web", "cert", "--config", str(site)], check=True, capture_output=True
+        )
     notify = NotifySocket(work / "notify.sock")
     env = {k: v for k, v in os.environ.items() if k != "WATCHDOG_USEC"}
     env["NOTIFY_SOCKET"] = str(notify.path)
@@ -154,8 +169,12 @@ def run_sources_alone() -> Run:
 
 
 async def drain_sources(seconds: float) -> None:
-    """The bare process: two synthetic sources whose items are read and dropped."""
+    """The bare process: two synthetic sources whose items are read and dropped (with the
+    malloc setting edge-video applies at start)."""
     from edge.config.video import Camera
+    from edge.video.lean import fixed_mmap_threshold
+
+    fixed_mmap_threshold()
     from edge.video.sources import open_source
 
     cams = [
@@ -237,12 +256,14 @@ def main() -> None:
         "bench": "video_memory",
         "rss_mb": round(box.rss, 1),
         "uss_mb": round(box.uss, 1),
+        "anon_mb": round(box.anon, 1),
         "cpu_pct_per_camera": round(box.cpu / CAMERAS, 1),
         "cameras": CAMERAS,
         "resolution": f"{WIDTH}x{HEIGHT}@{FPS}",
         "pre_s": PRE_S,
         "rss_mb_live_off": round(no_live.rss, 1),
         "uss_mb_live_off": round(no_live.uss, 1),
+        "anon_mb_live_off": round(no_live.anon, 1),
         "rss_mb_without_motion": round(no_motion.rss, 1),
         "cpu_pct_per_camera_without_motion": round(no_motion.cpu / CAMERAS, 1),
         "motion_cpu_pct_per_camera": round((box.cpu - no_motion.cpu) / CAMERAS, 1),

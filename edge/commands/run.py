@@ -47,9 +47,9 @@ def _video(cfg: Any, log_level: str) -> int:
     """edge-video: numpy and av are imported here only, never by edge-alarm."""
     import asyncio
 
-    from edge.video.lean import paho_without_dns
+    from edge.video.lean import prepare_process
 
-    paho_without_dns()  # before edge.bus imports paho: dnspython waits for live view
+    prepare_process()  # before edge.bus imports paho and threads start (edge/video/lean.py)
     from edge import system
     from edge.video.service import run_video
 
