@@ -2,13 +2,18 @@
 
 Every event that must reach the central station sits in the outbox until the station
 publishes its id on ``sites/<id>/ack`` (``edge/down/ack`` on the box broker). The sender
-publishes what is due in priority order (alarms first), the ack listener removes what was
-acknowledged, and unacknowledged events are resent with backoff. A local PUBACK only means
-the box broker took the message; it is never taken as delivery.
+publishes in journal order (docs/protocol.md's ordering rule: a station's view of a zone is
+the last event it received, so a restore must never overtake its alarm), the ack listener
+removes what was acknowledged. Sending is a series of passes over what is owed, oldest first:
+a pass sends each owed event once, in order, and new events as they come; when the oldest
+owed event has waited its retry time without an ack, or the link comes back, a new pass
+starts from the oldest again (already-delivered copies are duplicates the station ignores by
+id). No later event is ever sent before an earlier owed one in the same pass, and a backlog
+never waits for per-event retry times. A local PUBACK only means the box broker took the
+message; it is never taken as delivery.
 
 Nothing is handed to the bridge while its link is down: the outbox, not the broker's queue,
-holds the backlog, so when the link returns alarms go first and no resent copies pile up
-in the bridge's queue.
+holds the backlog, so no resent copies pile up in the bridge's queue.
 
 The link watcher follows mosquitto's bridge notifications: when the path has been down
 longer than ``central.link_trouble_after_s``, a communication-trouble event (YC / 350) is
@@ -70,6 +75,7 @@ class CentralLink:
         self.link_up = False
         self.link_changed = time.monotonic()
         self.in_trouble = False
+        self.pass_after = 0  # highest seq sent in the current pass over the backlog
 
     def notify(self) -> None:
         """New journal rows exist: enqueue them and wake the sender."""
@@ -81,15 +87,20 @@ class CentralLink:
         while True:
             self.beat("central_sender")
             self.outbox.catch_up(self.journal)
-            if not self.link_up:  # keep them here, in priority order, not in the bridge queue
+            if not self.link_up:  # keep them here, not in the bridge queue
+                self.pass_after = 0  # the next pass starts from the oldest owed event
                 await self._idle()
                 continue
-            items = self.outbox.due(TRANSPORT, time.monotonic(), limit=BATCH)
+            items = self.outbox.oldest(TRANSPORT, BATCH, after=self.pass_after)
             if not items:
-                await self._idle()
-                continue
+                if not self._oldest_overdue():
+                    await self._idle()
+                    continue
+                self.pass_after = 0  # go back: resend everything owed, oldest first
+                items = self.outbox.oldest(TRANSPORT, BATCH)
             try:
                 await self._send(items)
+                self.pass_after = items[-1].seq
                 backoff = 0.1
             except BusError as exc:
                 log.warning(
@@ -113,6 +124,11 @@ class CentralLink:
         self.outbox.mark_sent(TRANSPORT, [ev.seq for ev in events[:sent]], time.monotonic())
         if sent < len(events):
             raise BusError(f"the box broker took {sent} of {len(events)} event(s)")
+
+    def _oldest_overdue(self) -> bool:
+        """Has the oldest owed event waited its retry time without an ack?"""
+        first = self.outbox.oldest(TRANSPORT, 1)
+        return bool(first) and first[0].next_try <= time.monotonic()
 
     async def _idle(self) -> None:
         """Sleep until new rows, an ack, or the earliest resend is due (at most 1 s)."""
@@ -190,6 +206,7 @@ class CentralLink:
         if up_now != self.link_up:
             log.info("central link %s", "up" if up_now else "down")
             self.link_up = up_now
+            self.pass_after = 0  # the backlog goes again, oldest first, at once
             self.link_changed = time.monotonic()
             self.wake.set()
 

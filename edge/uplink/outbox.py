@@ -264,15 +264,16 @@ class Outbox:
             on_file = store.due(transport, now, limit + self._mem.shadowed(transport))
             return self._mem.due(transport, now, limit, on_file)
 
-    def oldest(self, transport: str, limit: int = 100) -> list[OutboxItem]:
-        """The oldest unacked items in journal order, whatever their retry time: for a
-        transport that sends strictly in order on its own retry schedule (DC-09)."""
+    def oldest(self, transport: str, limit: int = 100, after: int = 0) -> list[OutboxItem]:
+        """The oldest unacked items past seq ``after`` in journal order, whatever their retry
+        time: for a transport that sends strictly in order on its own schedule (DC-09, and
+        the MQTT sender's passes over the backlog)."""
         self._known(transport)
         with self._guarded("read") as store:
             if not self._mem.active:
-                return store.in_order(transport, limit)
-            on_file = store.in_order(transport, limit + self._mem.shadowed(transport))
-            return self._mem.in_order(transport, limit, on_file)
+                return store.in_order(transport, limit, after)
+            on_file = store.in_order(transport, limit + self._mem.shadowed(transport), after)
+            return self._mem.in_order(transport, limit, on_file, after)
 
     def next_try(self, transport: str) -> float | None:
         """The earliest retry time of a transport (None when nothing is pending): how long

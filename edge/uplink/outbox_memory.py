@@ -173,9 +173,13 @@ class MemoryOverlay:
         out.sort(key=lambda i: (i.priority, i.seq))
         return out[:limit]
 
-    def in_order(self, transport: str, limit: int, on_file: list[OutboxItem]) -> list[OutboxItem]:
-        """``on_file``: the file's first items by seq, fetched with ``limit + shadowed()``."""
-        return sorted(self._merged(transport, on_file), key=lambda i: i.seq)[:limit]
+    def in_order(
+        self, transport: str, limit: int, on_file: list[OutboxItem], after: int = 0
+    ) -> list[OutboxItem]:
+        """``on_file``: the file's first items by seq past ``after``, fetched with
+        ``limit + shadowed()``."""
+        merged = [i for i in self._merged(transport, on_file) if i.seq > after]
+        return sorted(merged, key=lambda i: i.seq)[:limit]
 
     def _merged(self, transport: str, on_file: list[OutboxItem]) -> list[OutboxItem]:
         """File items minus the removed, with their changed send state, plus the added."""

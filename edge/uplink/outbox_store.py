@@ -219,10 +219,12 @@ class OutboxStore:
                                (transport, now, limit)).fetchall()  # fmt: skip
         return [OutboxItem(*row) for row in rows]
 
-    def in_order(self, transport: str, limit: int) -> list[OutboxItem]:
-        """The first ``limit`` items in journal order, whatever their retry time."""
+    def in_order(self, transport: str, limit: int, after: int = 0) -> list[OutboxItem]:
+        """The first ``limit`` items past seq ``after`` in journal order, whatever their retry
+        time."""
         rows = self.db.execute(f"SELECT {ITEM_COLUMNS} FROM pending WHERE transport = ? "
-                               "ORDER BY seq LIMIT ?", (transport, limit)).fetchall()  # fmt: skip
+                               "AND seq > ? ORDER BY seq LIMIT ?",
+                               (transport, after, limit)).fetchall()  # fmt: skip
         return [OutboxItem(*row) for row in rows]
 
     def soonest(self, transport: str) -> float | None:
