@@ -70,14 +70,23 @@ def request_of(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.bus import Topics
-    from edge.commands.remote import NotAdmitted, Unavailable, ask, exit_status, identity_of
+    from edge.commands.remote import (
+        NotAdmitted,
+        Unavailable,
+        ask,
+        exit_status,
+        identity_of,
+        require_broker,
+    )
     from edge.config import load_config
     from edge.sitetime import site_zone
 
     cfg = load_config(args.config)  # a ConfigError is reported by edge.cli (exit 78)
-    watched = _link_topics(cfg) if args.action == "status" else ()
     try:
+        require_broker(cfg, args.config)  # before the MQTT client is loaded: fails fast
+        from edge.bus import Topics
+
+        watched = _link_topics(cfg) if args.action == "status" else ()
         name = args.identity or default_identity(cfg.bus.identities_dir)
         me = identity_of(cfg, name, required=args.identity is not None)
         answer = ask(

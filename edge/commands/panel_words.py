@@ -106,7 +106,7 @@ def zone_line(z: dict[str, Any], zone: SiteZone | None) -> str:
         text += f" since {changed}"
     memory = [str(m).replace("_", " ") for m in z.get("alarm_memory") or []]
     if memory:
-        text += f"; alarm memory: {', '.join(memory)} (cleared at the next disarm)"
+        text += f"; alarm memory: {', '.join(memory)} (until the partition is next armed)"
     if z.get("pending_restore"):
         text += "; restore not yet sent (the loop is back, the alarm is still open)"
     return text

@@ -15,14 +15,15 @@ import dataclasses
 import json
 import sys
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edge.bus.identity import Credentials, identity_path, load_credentials
-from edge.bus.message import Message
-from edge.bus.once import BrokerRefused, BrokerUnreachable, ServiceDown, exchange_once
 from edge.config import SiteConfig, default_path
 from edge.errors import EX_UNAVAILABLE, EX_USAGE, BusError, CommandError, EdgeError
 from edge.service_hint import how_to_start
+
+if TYPE_CHECKING:  # edge.bus loads paho: not before the broker is known to listen
+    from edge.bus.identity import Credentials
+    from edge.bus.message import Message
 
 EX_NOPERM = 77  # sysexits.h: permission denied
 ANSWER_S = 5.0  # an arm or an output switch is answered in milliseconds; 5 s is a stuck service
@@ -54,6 +55,24 @@ def exit_status(exc: BaseException) -> int:
     return int(getattr(exc, "exit_code", EX_USAGE))
 
 
+def require_broker(cfg: SiteConfig, config_path: str | None = None) -> None:
+    """Unavailable at once when nothing listens at the box broker's address (edge.reach):
+    checked before the MQTT client is even loaded."""
+    from edge.reach import why_not_listening
+
+    reason = why_not_listening(cfg.bus.url)
+    if reason is not None:
+        raise _broker_down(cfg, config_path, cfg.bus.url, reason)
+
+
+def _broker_down(cfg: SiteConfig, config_path: str | None, url: str, reason: str) -> Unavailable:
+    where = config_path or default_path()
+    return Unavailable(
+        f"the box broker (edge-broker) is not running: nothing answers at {url} "
+        f"({reason}). {_cap(how_to_start('edge-broker', cfg, where))}"
+    )
+
+
 def identity_of(cfg: SiteConfig, name: str, *, required: bool = True) -> Credentials | None:
     """The box-bus identity ``name``, or NotAdmitted saying how to get access to it.
 
@@ -61,6 +80,8 @@ def identity_of(cfg: SiteConfig, name: str, *, required: bool = True) -> Credent
     only a bare broker (a test bench) admits; the box broker then refuses it with the words
     "not authorised … `sudo edge bus init`". A file that exists but cannot be read (not root,
     not in edge-admin) is always an error."""
+    from edge.bus.identity import identity_path, load_credentials
+
     if not required and not identity_path(cfg.bus.identities_dir, name).exists():
         return None
     try:
@@ -88,6 +109,8 @@ def ask(
     ``status_topic``: the unit's retained status; when it says ``"running": false`` the
     command fails at once instead of waiting ``timeout`` for an answer.
     Raises Unavailable, NotAdmitted, or CommandError for a nonsensical answer."""
+    from edge.bus.once import BrokerRefused, BrokerUnreachable, ServiceDown, exchange_once
+
     where = config_path or default_path()
     reply = f"{reply_prefix}/{uuid.uuid4().hex[:12]}"
     topics = retained + ((status_topic,) if status_topic and status_topic not in retained else ())
@@ -107,10 +130,7 @@ def ask(
             down=down,
         )
     except BrokerUnreachable as exc:
-        raise Unavailable(
-            f"the box broker (edge-broker) is not running: nothing answers at {exc.url} "
-            f"({exc.reason}). {_cap(how_to_start('edge-broker', cfg, where))}"
-        ) from None
+        raise _broker_down(cfg, config_path, exc.url, exc.reason) from None
     except BrokerRefused as exc:
         raise NotAdmitted(str(exc)) from None
     except ServiceDown as exc:

@@ -34,9 +34,14 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.bus import Topics
-    from edge.bus.identity import SIM
-    from edge.commands.remote import NotAdmitted, Unavailable, ask, exit_status, identity_of
+    from edge.commands.remote import (
+        NotAdmitted,
+        Unavailable,
+        ask,
+        exit_status,
+        identity_of,
+        require_broker,
+    )
     from edge.config import load_config
 
     cfg = load_config(args.config)  # a ConfigError is reported by edge.cli (exit 78)
@@ -55,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
         )
         return EX_USAGE
     try:
+        require_broker(cfg, args.config)  # before the MQTT client is loaded: fails fast
+        from edge.bus import Topics
+        from edge.bus.identity import SIM
+
         answer = ask(
             cfg,
             Topics.sim_set(args.zone),

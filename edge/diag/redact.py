@@ -42,7 +42,9 @@ PATH_SUFFIXES = ("_file", "_dir", "_path", "_format")
 # Public, a list to walk, or the path of a secret file under another name.
 NOT_SECRET = frozenset({"public_key", "keys", "profile_token", "tls_key"})
 MIN_TOKEN = 12  # a structured file's fields this long are secret material (salts, hashes)
-MIN_PASSWORD = 4  # a whole password file shorter than this is not searched for (noise)
+# A whole password file shorter than this is not searched for (noise). A short password
+# makes the search eager (every "1234" in the bundle is redacted): better than a leak.
+MIN_PASSWORD = 4
 MAX_IDENTITY_FILES = 256
 REDACTED = "[redacted]"
 
