@@ -34,7 +34,7 @@ def why_not_listening(url: str, retry_after_s: float = RETRY_AFTER_S) -> str | N
     return _try(*target)
 
 
-def _address(url: str) -> tuple[int, object] | None:
+def _address(url: str) -> tuple[int, str | tuple[str, int]] | None:
     if url.startswith("unix://"):
         return socket.AF_UNIX, url[len("unix://") :]
     parts = urlsplit(url)
@@ -49,7 +49,7 @@ def _address(url: str) -> tuple[int, object] | None:
     return family, (host, port)
 
 
-def _try(family: int, address: object) -> str | None:
+def _try(family: int, address: str | tuple[str, int]) -> str | None:
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.settimeout(1.0)
         try:
