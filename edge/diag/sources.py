@@ -20,6 +20,7 @@ from edge.config import SiteConfig
 log = logging.getLogger(__name__)
 
 BUS_BUDGET_S = 0.6  # of the 1 s `edge diag` may take
+CONNECT_STEP_S = 0.02
 MEMO_FILE = "diag-memo.json"  # what checks carry from one run to the next (run_dir)
 MEMO_MAX_BYTES = 64 * 1024
 
@@ -116,9 +117,12 @@ def from_bus(cfg: SiteConfig, credentials: Any, budget_s: float = BUS_BUDGET_S) 
         deadline = time.monotonic() + budget_s
         try:
             await bus.start()
-            if not await bus.wait_connected(budget_s):
-                src.bus_error = bus.last_error or "no answer"
-                return
+            # A refusal (nothing listens, a bad identity) is the answer: no need to wait out
+            # the budget for a retry that would be refused the same way.
+            while not await bus.wait_connected(CONNECT_STEP_S):
+                if bus.last_error is not None or time.monotonic() >= deadline:
+                    src.bus_error = bus.last_error or "no answer"
+                    return
             for topic, sub in subs.items():  # retained: each arrives at once, or never
                 for _ in range(wanted[topic]):
                     left = deadline - time.monotonic()

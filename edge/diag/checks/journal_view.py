@@ -35,6 +35,11 @@ KINDS = (
     "video_loss",
     "video_restore",
     "clip_saved",
+    "loop_fault",
+    "fire_loop_fault",
+    "tamper",
+    "bypass",
+    "swinger_shutdown",
 )
 CACHE = "journal_view"
 
@@ -44,6 +49,7 @@ class Row:
     seq: int
     ts: float  # seconds since the epoch (UTC)
     kind: str
+    zone: str | None
     details: dict[str, Any]
 
 
@@ -92,7 +98,7 @@ def _read(path: Path) -> list[Row]:
         top = db.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0
         marks = ",".join("?" * len(KINDS))
         found = db.execute(
-            f"SELECT seq, ts, kind, details FROM events WHERE seq > ? AND kind IN ({marks}) "
+            f"SELECT seq, ts, kind, zone, details FROM events WHERE seq > ? AND kind IN ({marks}) "
             "ORDER BY seq",
             (top - WINDOW, *KINDS),
         ).fetchall()
@@ -101,11 +107,11 @@ def _read(path: Path) -> list[Row]:
     finally:
         db.close()
     out = []
-    for seq, ts, kind, details in found:
+    for seq, ts, kind, zone, details in found:
         try:
             when = parse_iso(ts).timestamp()
             body = json.loads(details)
         except (ValueError, TypeError, IndexError):
             continue  # an unreadable row is the integrity check's business, not ours
-        out.append(Row(seq, when, kind, body if isinstance(body, dict) else {}))
+        out.append(Row(seq, when, kind, zone, body if isinstance(body, dict) else {}))
     return out

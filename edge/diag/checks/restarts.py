@@ -82,9 +82,13 @@ def _history(src: Sources) -> Finding:
             evidence=ev,
             scope="edge-alarm",
         )
-    words = f"edge-alarm running since its start {duration(since_start)} ago"
-    if stops:
-        words += f"; last clean stop {duration(ev['last_clean_stop_age_s'])} ago"
+    if rows[-1].kind == "service_stopped":
+        reason = str(rows[-1].details.get("reason") or "no reason given")
+        words = f"edge-alarm stopped {duration(src.now - rows[-1].ts)} ago ({reason})"
+    else:
+        words = f"edge-alarm running since its start {duration(since_start)} ago"
+        if stops:
+            words += f"; last clean stop {duration(ev['last_clean_stop_age_s'])} ago"
     return ok(name, words, evidence=ev, scope="edge-alarm")
 
 

@@ -5,7 +5,12 @@ The journal's hash chain is verified incrementally so a run stays cheap: the che
 most ``VERIFY_BUDGET_S`` per run (a long journal is caught up over a few runs). Remembering
 the last verified row also catches what a chain alone cannot: rows removed from the end
 (the journal now ends before a row verified earlier) and a verified row that changed. A new
-journal file (another inode: the data directory was replaced) is verified from its start.
+journal file (another inode: the data directory was replaced) is verified from its start,
+and so is the whole journal once a day (a row edited after it was verified).
+
+The clip store may exceed its quota only between a clip's save and the retention run that
+follows it (edge-video runs it after every saved clip): over the quota for longer than the
+hold-off since the newest clip ended, clips are not being deleted.
 
 SD wear: an SD card wears with the data written to it. The write counter of the data disk
 (``/sys/dev/block/<major:minor>/stat``, sectors of 512 bytes) is compared with the last
@@ -24,13 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from edge.diag.checks import journal_view
-from edge.diag.checks.common import MB, duration
+from edge.diag.checks.common import MB, duration, epoch
 from edge.diag.model import Finding, fail, ok, unknown, warn
 from edge.diag.registry import check
 from edge.diag.sources import Sources
 
 VERIFY_BUDGET_S = 0.15
 VERIFY_BATCH = 500
+FULL_EVERY_S = 86_400.0  # rows verified before are verified again once a day
 JOURNAL_WARN = 0.95  # of journal.max_events: the oldest are about to go
 CLIPS_OVER = 1.05  # used above quota x this: retention does not keep up
 CLIPS_DIR, CLIP_INDEX = "clips", "index.db"  # edge.video.clip_index (a test keeps them equal)
@@ -57,49 +63,51 @@ def integrity(src: Sources) -> list[Finding]:
 
 
 def _verify(src: Sources, db: sqlite3.Connection, path: Path) -> Finding:
+    """Verify the rows after the last verified one, within the budget; see the module doc.
+
+    The memo (per journal file, by inode): ``seq`` and ``hash`` of the last verified row,
+    ``high`` the highest seq ever seen on disk, ``full_at`` when the current pass from the
+    anchor began, and ``broken`` once tampering was found (it stays: a chain does not heal).
+    """
     from edge.journal_chain import GENESIS, check_row
     from edge.journal_schema import SELECT_EVENTS
 
     name = "journal.integrity"
-    memo = src.memo(name)
     inode = os.stat(path).st_ino
+    memo = src.memo(name)
+    if memo.get("inode") != inode or not isinstance(memo.get("seq"), int):
+        memo = {"inode": inode, "seq": -1, "hash": "", "high": 0, "full_at": 0.0}
+    if isinstance(memo.get("broken"), dict):
+        return _broken(path, memo["broken"])
     row = db.execute("SELECT seq, hash FROM anchor").fetchone()
     anchor = (row[0], row[1]) if row else (0, GENESIS)
     last = db.execute("SELECT MAX(seq) FROM events").fetchone()[0] or anchor[0]
+    problem = _lost_rows(db, memo, anchor, last)
     seq, prev = anchor
-    if memo.get("inode") == inode and isinstance(memo.get("seq"), int) and memo["seq"] >= seq:
-        if memo["seq"] > last:
-            return _broken(
-                src,
-                path,
-                memo["seq"],
-                f"the journal ends at seq {last} but seq {memo['seq']} was verified before: "
-                "events were removed from its end",
-            )
-        held = db.execute("SELECT hash FROM events WHERE seq = ?", (memo["seq"],)).fetchone()
-        known = held[0] if held else (anchor[1] if memo["seq"] == anchor[0] else None)
-        if known != memo.get("hash"):
-            return _broken(
-                src,
-                path,
-                memo["seq"],
-                f"seq {memo['seq']} is not the row verified before: it was rewritten",
-            )
+    if problem is None and memo["seq"] > seq and src.now - memo["full_at"] < FULL_EVERY_S:
         seq, prev = memo["seq"], memo["hash"]
+    elif problem is None:  # a first pass, a pruned past, or the daily pass over verified rows
+        memo["full_at"] = src.now
     checked, started = 0, time.monotonic()
-    while seq < last and time.monotonic() - started < VERIFY_BUDGET_S:
+    while problem is None and seq < last and time.monotonic() - started < VERIFY_BUDGET_S:
         rows = db.execute(
             f"{SELECT_EVENTS} WHERE seq > ? ORDER BY seq LIMIT ?", (seq, VERIFY_BATCH)
         ).fetchall()
         if not rows:
             break
         for r in rows:
-            problem = check_row(r, seq, prev)
-            if problem:
-                return _broken(src, path, r["seq"], f"seq {r['seq']}: {problem}")
+            why = check_row(r, seq, prev)
+            if why:
+                problem = (r["seq"], f"seq {r['seq']}: {why}")
+                break
             seq, prev = r["seq"], r["hash"]
             checked += 1
-    saved = src.remember(name, {"inode": inode, "seq": seq, "hash": prev})
+    memo.update(seq=seq, hash=prev, high=max(int(memo["high"]), last))
+    if problem is not None:
+        memo["broken"] = {"seq": problem[0], "reason": problem[1]}
+    saved = src.remember(name, memo)
+    if problem is not None:
+        return _broken(path, memo["broken"])
     ev: dict[str, Any] = {"verified_to": seq, "last_seq": last, "checked_now": checked}
     if not saved:
         ev["memo"] = "not saved: the next run starts again from the beginning"
@@ -110,14 +118,33 @@ def _verify(src: Sources, db: sqlite3.Connection, path: Path) -> Finding:
     return ok(name, words, evidence=ev)
 
 
-def _broken(src: Sources, path: Path, bad_seq: int, reason: str) -> Finding:
-    src.remember("journal.integrity", {})  # start again from the anchor next time
+def _lost_rows(
+    db: sqlite3.Connection, memo: dict[str, Any], anchor: tuple[int, str], last: int
+) -> tuple[int, str] | None:
+    """What a chain alone cannot see: rows gone from the end, a verified row rewritten."""
+    high = int(memo.get("high") or 0)
+    if last < high:
+        return high, (
+            f"the journal ends at seq {last} but seq {high} was on disk before: events were "
+            "removed from its end"
+        )
+    seq = memo["seq"]
+    if seq < anchor[0] or seq < 0:
+        return None  # pruned past it (or never verified): the chain from the anchor decides
+    held = db.execute("SELECT hash FROM events WHERE seq = ?", (seq,)).fetchone()
+    known = held[0] if held else (anchor[1] if seq == anchor[0] else None)
+    if known != memo["hash"]:
+        return seq, f"seq {seq} is not the row verified before: it was rewritten"
+    return None
+
+
+def _broken(path: Path, broken: dict[str, Any]) -> Finding:
     return fail(
         "journal.integrity",
-        f"the journal was tampered with or damaged: {reason}",
+        f"the journal was tampered with or damaged: {broken.get('reason')}",
         "do not repair or delete it: call a technician with `edge events verify` and a copy "
         f"of {path}; the central station's copy of the events is the reference",
-        evidence={"first_bad_seq": bad_seq, "path": str(path)},
+        evidence={"first_bad_seq": broken.get("seq"), "path": str(path)},
     )
 
 
@@ -175,7 +202,7 @@ def _size(path: Path) -> int:
 
 
 # -- clips ----------------------------------------------------------------------------------------
-@check("clips.size", holdoff_s=600, about="clip store against video.clips.quota_mb")
+@check("clips.size", holdoff_s=60, about="clip store against video.clips.quota_mb")
 def clips_size(src: Sources) -> list[Finding]:
     if not src.cfg.video.cameras:
         return []
@@ -187,9 +214,9 @@ def clips_size(src: Sources) -> list[Finding]:
     try:
         db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=0.2)
         try:
-            count, used, undelivered = db.execute(
+            count, used, undelivered, newest = db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(bytes + snapshot_bytes), 0), "
-                "COALESCE(SUM(delivered = 0), 0) FROM clips"
+                "COALESCE(SUM(delivered = 0), 0), MAX(end_ts) FROM clips"
             ).fetchone()
         finally:
             db.close()
@@ -204,6 +231,9 @@ def clips_size(src: Sources) -> list[Finding]:
     words = (
         f"{count} clip(s), {used / MB:.0f} MB of the {quota // MB} MB quota ({used / quota:.0%})"
     )
+    last = epoch(newest)
+    if last is not None:  # retention runs after every saved clip: over since then at least
+        ev["age_s"] = round(max(0.0, src.now - last), 1)
     if used > CLIPS_OVER * quota:
         return [
             warn(

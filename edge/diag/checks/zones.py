@@ -12,13 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 from edge.config.models import AdcInput, Zone
+from edge.diag.checks import journal_view
 from edge.diag.checks.common import alarm_status, number, why_no_alarm
-from edge.diag.model import Finding, fail, ok, unknown, warn
+from edge.diag.model import Finding, Status, fail, ok, unknown, warn
 from edge.diag.registry import check
 from edge.diag.sources import Sources
 
 BURGLARY = ("instant", "delayed")  # an open loop is a door open, not a fault
 SWINGER = "swinger"  # edge.alarm.zones.BYPASS_SWINGER
+SINCE_KINDS = ("loop_fault", "fire_loop_fault", "tamper", "bypass", "swinger_shutdown")
 
 
 @check("zone.loop", holdoff_s=10, about="each zone: loop in band, not tampered, bypassed, locked")
@@ -31,7 +33,24 @@ def loops(src: Sources) -> list[Finding]:
     if not isinstance(zones, dict):
         why = why_no_alarm(src) if status is None else "edge-alarm reports no zones"
         return [unknown("zone.loop", f"cannot tell: {why}", scope=z.id) for z in src.cfg.zones]
-    return [_zone(z, zones.get(z.id), src.zones.get(z.id) or {}) for z in src.cfg.zones]
+    since = _since(src)
+    found = []
+    for z in src.cfg.zones:
+        finding = _zone(z, zones.get(z.id), src.zones.get(z.id) or {})
+        if finding.status > Status.OK and z.id in since:  # how long: the journal knows
+            age = round(max(0.0, src.now - since[z.id]), 1)
+            finding = finding.with_(evidence={**finding.evidence, "age_s": age})
+        found.append(finding)
+    return found
+
+
+def _since(src: Sources) -> dict[str, float]:
+    """When each zone's latest fault, tamper, bypass or swinger shutdown was journaled."""
+    try:
+        rows = journal_view.recent(src, *SINCE_KINDS)
+    except journal_view.JournalUnreadable:
+        return {}
+    return {r.zone: r.ts for r in rows if r.zone}
 
 
 def _zone(zone: Zone, state: Any, reading: dict[str, Any]) -> Finding:
