@@ -49,10 +49,40 @@ height = 240
 fps = 5
 gop_s = 1
 
+[[video.cameras]]
+id = "still"
+source = "file"
+url = "{still}"
+health = {{ frozen_s = 2 }}
+
 [video.clips]
 pre_s = 2
 post_s = 2
 """
+
+
+def still_video(path: Path, seconds: int = 600, fps: int = 2) -> Path:
+    """A camera stuck on one picture: an H.264 file of identical frames (lossless, so every
+    decoded frame is the same), played in real time by edge-video's file source."""
+    import av
+    import numpy as np
+
+    out = av.open(str(path), "w")
+    stream = out.add_stream("libx264", rate=fps)
+    stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+    stream.options = {"preset": "ultrafast", "qp": "0", "x264-params": "keyint=4:scenecut=0"}
+    y, x = np.mgrid[0:120, 0:160]
+    rgb = np.stack([(x + y) % 200 + 30, (2 * x) % 180 + 40, (3 * y) % 160 + 50], -1)
+    frame = av.VideoFrame.from_ndarray(rgb.astype(np.uint8), format="rgb24")
+    frame = frame.reformat(format="yuv420p")
+    for n in range(seconds * fps):
+        frame.pts = n
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode(None):
+        out.mux(packet)
+    out.close()
+    return path
 
 
 class Box:
@@ -69,7 +99,8 @@ class Box:
             f'poll_interval_s = 10\nprimary = {{ host = "127.0.0.1", port = '
             f"{self.receiver.port} }}\n"
         )
-        self.site = Site(tmp, extra=dc09 + CAMERAS)
+        cameras = CAMERAS.format(still=still_video(tmp / "still.mp4"))
+        self.site = Site(tmp, extra=dc09 + cameras)
         self.config = self.site.site
         run = tmp / "alarm" / "run"
         (run / "mosquitto.log").symlink_to(self.site.box.log_path)
@@ -131,6 +162,8 @@ def test_a_loop_out_of_band_and_a_covered_camera_are_named_with_their_remedy(box
     assert hall["evidence"]["bands"]["alarm"] == [8460, 10340]
     lens = got.finding("camera.health", "lens")
     assert "covered" in lens["summary"] and "uncover it" in lens["remedy"]
+    still = got.finding("camera.health", "still")
+    assert "picture frozen" in still["summary"] and "power cycle" in still["remedy"]
     # The rest of the site is healthy, and says so in figures.
     assert got.status("camera.health", "yard") == "ok"
     assert got.status("camera.video", "yard") == "ok"
@@ -206,7 +239,7 @@ def test_paths_down_full_disk_and_stopped_video_are_named_within_their_hold_offs
         disk = got.finding("system.disk")
         assert "MB of 64 MB" in disk["summary"] and "du -sh" in disk["remedy"]
     # Without edge-video its cameras cannot be judged: unknown, never a false "ok".
-    for cam in ("yard", "lens"):
+    for cam in ("yard", "lens", "still"):
         assert got.status("camera.health", cam) == "unknown"
         assert "edge-video is not running" in got.finding("camera.video", cam)["summary"]
     # The events the panic raised wait in the outbox, counted per path.

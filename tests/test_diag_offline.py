@@ -29,7 +29,10 @@ from edge.journal import Journal
 from edge.uplink.outbox import Outbox, outbox_path
 
 SITE = "site-a"
-NOW = dt.datetime.now(dt.timezone.utc)
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
 
 
 def offline_site(tmp: Path, extra: str = "") -> Path:
@@ -38,7 +41,7 @@ def offline_site(tmp: Path, extra: str = "") -> Path:
 
 
 def ago(**kw: float) -> str:
-    when = NOW - dt.timedelta(**kw)
+    when = now() - dt.timedelta(**kw)
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
@@ -133,7 +136,7 @@ def test_outbox_backlog_is_read_from_the_file_while_edge_alarm_is_down(tmp_path:
 
 def test_certificates_expiring_soon_or_expired_are_named(tmp_path: Path) -> None:
     pki = make_pki(tmp_path / "pki", (SITE,))
-    short = pki.ca.issue("short-life", SITE, not_after=NOW + dt.timedelta(days=10))
+    short = pki.ca.issue("short-life", SITE, not_after=now() + dt.timedelta(days=10))
     section = central_section(pki, SITE, free_port(), cert_file=short.cert.name)
     extra = toml_table("central", section.model_dump())
     # The local web server with a certificate of the site's own, which expired yesterday.
@@ -175,7 +178,7 @@ def test_clip_store_above_its_quota_without_edge_video_is_a_warning(tmp_path: Pa
                 f.truncate(40 * 1024 * 1024)
             info = ClipInfo(f"clip{n}", "yard", (f"ev{n}",), path, None, 5.0, 0.0, 15.0, 15.0,
                             path.stat().st_size, "0" * 64, 320, 240, 150)  # fmt: skip
-            index.add(info, NOW - dt.timedelta(minutes=2))
+            index.add(info, now() - dt.timedelta(minutes=2))
     got = diag(site, "clips.size")
     assert got.rc == 1, got.brief()
     found = got.finding("clips.size")
@@ -222,3 +225,20 @@ def test_edge_alarm_killed_again_and_again_is_a_crash_loop(tmp_path: Path) -> No
     assert "edge config check" in found["remedy"]
     assert found["evidence"]["unclean"] == 2  # the starts after the 2nd and 3rd kill
     assert got.status("service.restarts", "systemd") == "unknown"  # no systemd in a container
+
+
+def test_the_file_names_the_checks_read_are_the_ones_the_services_write() -> None:
+    """The checks name a few files and values themselves rather than import the services'
+    modules (which pull in numpy, PyAV or OpenSSL: `edge diag` must start fast)."""
+    from edge.alarm.zones import BYPASS_SWINGER
+    from edge.diag.checks import journal_view, storage, tls, transmission, zones
+    from edge.journal_file import JOURNAL_FILE
+    from edge.uplink.outbox_schema import OUTBOX_FILE
+    from edge.video.clip_index import CLIPS_DIR, INDEX_FILE
+    from edge.web.tls import CERT_NAME
+
+    assert journal_view.JOURNAL_FILE == JOURNAL_FILE
+    assert transmission.OUTBOX_FILE == OUTBOX_FILE
+    assert (storage.CLIPS_DIR, storage.CLIP_INDEX) == (CLIPS_DIR, INDEX_FILE)
+    assert zones.SWINGER == BYPASS_SWINGER
+    assert tls.WEB_CERT == CERT_NAME

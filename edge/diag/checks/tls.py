@@ -37,6 +37,7 @@ LOG_TAIL_BYTES = 64 * 1024
 ATTEMPTS = 6  # "Connecting bridge" lines looked at (about three attempts: step 1 and step 2)
 TOOL_S = 0.3
 PROBE_S = 0.3
+WEB_CERT = "web-tls.pem"  # edge.web.tls.CERT_NAME (a test keeps them equal)
 PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
 
@@ -96,7 +97,7 @@ def _wanted(src: Sources) -> dict[str, tuple[Path, bool, str]]:
         if web.tls_cert:
             out["web"] = (Path(web.tls_cert), False, "the web server's certificate (web.tls_cert)")
         else:
-            own = Path(web.credentials_file).parent / "web-tls.pem"  # edge.web.tls.CERT_NAME
+            own = Path(web.credentials_file).parent / WEB_CERT
             if own.exists():  # made by edge-video at its first start
                 out["web"] = (own, True, "the box's own web certificate")
     return out
