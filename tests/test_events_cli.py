@@ -222,3 +222,86 @@ def test_follow_waits_for_the_journal_then_prints_new_events(site: Path, db_path
     while not err.empty():
         leftover.append(err.get())
     assert not any("Traceback" in line for line in leftover)
+
+
+# -- words, zones and the site's time zone -----------------------------------------------------
+@pytest.fixture
+def paris_site(tmp_path: Path) -> Path:
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(
+        f'[site]\nid = "t-site"\ntimezone = "Europe/Paris"\n\n[paths]\n'
+        f'data_dir = "{tmp_path / "data"}"\n\n[[zones]]\nid = "door"\ntype = "instant"\n'
+        'input = { kind = "gpio", pin = 17, contact = "nc" }\n'
+    )
+    return cfg
+
+
+def test_details_read_as_words_with_control_characters_escaped(
+    paris_site: Path, journal: Journal, capsys: pytest.CaptureFixture[str]
+) -> None:
+    journal.append_many(
+        [
+            Event(
+                Kind.OUTPUT_ON,
+                details={"output": "siren", "reason": "alarm", "user": None, "readback": True,
+                         "readback_ok": True, "seconds": 30},
+            ),
+            Event(
+                Kind.ARM_REFUSED,
+                partition="main",
+                details={"mode": "full", "zones": ["door", "hall"], "source": "command",
+                         "user": "alice", "reason": "cannot arm main"},
+            ),
+            Event(Kind.LIVE_REFUSED, details={"operator": "lan:\x1b[31mevil", "count": 3}),
+            Event(Kind.OUTPUT_OFF, details={"output": "gate", "readback": True,
+                                            "readback_ok": False}),
+        ]
+    )  # fmt: skip
+    assert edge_events("--config", str(paris_site)) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("output on — output siren, reason alarm, pin reads on, seconds 30")
+    assert out[1].endswith(
+        "arming refused [partition main] — reason cannot arm main, mode full, zones door, hall, "
+        "by alice, via command"
+    )
+    assert "by lan:\\x1b[31mevil" in out[2] and "\x1b" not in out[2]
+    assert "PIN DOES NOT FOLLOW THE COMMAND" in out[3]
+    for line in out:
+        assert "None" not in line and "['" not in line and "=" not in line
+
+
+def test_times_are_in_the_site_zone_and_since_is_read_there(
+    paris_site: Path, journal: Journal, capsys: pytest.CaptureFixture[str]
+) -> None:
+    winter = "2026-01-15T10:00:00.000Z"
+    summer = "2026-07-15T10:00:00.000Z"
+    journal.append_many([Event(Kind.TAMPER, ts=winter), Event(Kind.TAMPER, ts=summer)])
+    assert edge_events("--config", str(paris_site)) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("#1 2026-01-15 11:00:00 CET ")
+    assert out[1].startswith("#2 2026-07-15 12:00:00 CEST ")
+    # 11:30 in Paris in July is 09:30 UTC: only the summer event is after it.
+    assert edge_events("--config", str(paris_site), "--since", "2026-07-15T11:30") == 0
+    assert [x.split()[0] for x in capsys.readouterr().out.splitlines()] == ["#2"]
+    assert edge_events("--config", str(paris_site), "--since", "2026-07-15T12:30") == 0
+    assert capsys.readouterr().out == ""
+    assert cmd.parse_since("2026-11-22T10:00+01:00") == "2026-11-22T09:00:00.000Z"
+
+
+def test_zone_filter_knows_the_site_and_the_journal(
+    paris_site: Path, journal: Journal, capsys: pytest.CaptureFixture[str]
+) -> None:
+    journal.append(Event(Kind.BURGLARY, zone_id="old-zone"))  # removed from the site since
+    assert edge_events("--config", str(paris_site), "--zone", "old-zone") == 0
+    assert "zone old-zone" in capsys.readouterr().out
+    assert edge_events("--config", str(paris_site), "--zone", "door") == 0
+    assert edge_events("--config", str(paris_site), "--zone", "nope") == EX_USAGE
+    err = capsys.readouterr().err
+    assert "no zone 'nope' in this site or its journal; zones: door" in err
+
+
+def test_unknown_zone_without_a_journal_is_still_an_error(
+    paris_site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert edge_events("--config", str(paris_site), "--zone", "nope") == EX_USAGE
+    assert "zones: door" in capsys.readouterr().err

@@ -76,7 +76,7 @@ def _pair(key: str, value: Any, seq_of: SeqOf | None) -> str:
     if key in ("user", "operator"):
         return f"by {value}"
     if key == "source":
-        return f"from {value}"
+        return f"via {value}"
     if key == "readback":
         return f"pin reads {'on' if value else 'off'}"
     if key == "ok" and isinstance(value, bool):

@@ -107,8 +107,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"refused: {body.get('reason')}", file=sys.stderr)
         return 1
     body.pop("v", None)
-    if watched and watched[0] in answer.retained and "link" not in body:
-        body["link"] = answer.retained[watched[0]].payload.decode("ascii", "replace").strip()
+    if watched and "link" not in body:  # the bridge's retained state ("1" / "0")
+        seen = answer.retained.get(watched[0])
+        body["link"] = seen.payload.decode("ascii", "replace").strip() if seen else "unknown"
     if args.json:
         print(json.dumps(body, indent=2, sort_keys=True))
     else:

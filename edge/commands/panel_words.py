@@ -107,8 +107,8 @@ def zone_line(z: dict[str, Any], zone: SiteZone | None) -> str:
     memory = [str(m).replace("_", " ") for m in z.get("alarm_memory") or []]
     if memory:
         text += f"; alarm memory: {', '.join(memory)} (until the partition is next armed)"
-    if z.get("pending_restore"):
-        text += "; restore not yet sent (the loop is back, the alarm is still open)"
+    if z.get("pending_restore") and z.get("loop") == "normal":
+        text += "; its restore is not sent yet"
     return text
 
 
@@ -168,6 +168,11 @@ def link_line(link: Any) -> str:
         return (
             "central station link: DOWN — events wait in the outbox; `edge diag` says why "
             "(network, certificate, central broker)"
+        )
+    if link == "unknown":
+        return (
+            "central station link: not reported yet (the bridge has not connected since the "
+            "box broker started; `edge diag` says why)"
         )
     return ""
 
