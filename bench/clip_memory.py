@@ -11,14 +11,16 @@ The alarm comes once the ring holds its PRE_S seconds; another alarm every REALA
 seconds extends the clip until its 10-minute limit (``MAX_CLIP_S`` after the first alarm)
 ends it. RSS and USS (/proc/self/smaps_rollup) are read before the alarm (``start``), at the
 highest point while recording (``peak``), one simulated minute into the alarm and after the
-last packet, before the clip is finished (``end``); growth = end - start, which counts what
+last packet, once the writer thread has caught up and before the clip is finished (``end``;
+fed faster than real time, the writer may lag behind by up to its backlog bound, reported
+as ``writer_backlog_mb_*``); growth = end - start, which counts what
 opening a clip costs once (its writer thread, the decoder of the snapshot); growth after the
 first minute shows whether memory follows the clip's length. Then the clip is finished
 (written for good, snapshot, checksum) and checked with ffprobe when it is installed.
 
-The bench process applies glibc's fixed mmap threshold as edge-video does at start
-(:mod:`edge.video.lean`); ``--default-malloc`` leaves glibc's default, to see what that
-setting is worth. Last line: one JSON object.
+The bench process applies the malloc settings edge-video applies at start (fewer arenas, a
+fixed mmap threshold: :mod:`edge.video.lean`); ``--default-malloc`` leaves glibc's defaults,
+to see what those settings are worth. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from edge.video.clips import MAX_CLIP_S, ClipSession  # noqa: E402
 from edge.video.frames import EncodedPacket  # noqa: E402
-from edge.video.lean import fixed_mmap_threshold  # noqa: E402
+from edge.video.lean import tune_malloc  # noqa: E402
 from edge.video.ring import PacketRing  # noqa: E402
 from edge.video.sources.scenes import Scene  # noqa: E402
 
@@ -114,7 +116,7 @@ def ffprobe_ok(path: Path) -> bool | None:
 
 
 def main() -> None:
-    tuned = "--default-malloc" not in sys.argv[1:] and fixed_mmap_threshold()
+    tuned = tune_malloc() if "--default-malloc" not in sys.argv[1:] else []
     pool = encode_pool()
     pool_bytes = sum(len(d) for d, _ in pool)
     kbps = pool_bytes * 8 / POOL_S / 1000
@@ -132,6 +134,7 @@ def main() -> None:
         next_alarm, alarms = alarm_s + REALARM_S, 1
         peak_rss, peak_uss = rss0, uss0
         rss_1min: float | None = None
+        peak_backlog = 0
         t0 = time.monotonic()
         while True:
             if pkt.seconds >= next_alarm and next_alarm <= alarm_s + MAX_CLIP_S:
@@ -144,12 +147,16 @@ def main() -> None:
             if lag > 0:
                 time.sleep(lag)
             if int(pkt.seconds * FPS) % FPS == 0:  # once a simulated second
+                peak_backlog = max(peak_backlog, session.backlog)
                 rss, uss = memory_mb()
                 peak_rss, peak_uss = max(peak_rss, rss), max(peak_uss, uss)
                 if rss_1min is None and pkt.seconds - alarm_s >= 60:
                     rss_1min = rss
             pkt = next(packets)
         recorded_s = pkt.seconds - alarm_s
+        backlog_mb = session.backlog / 1e6
+        while session.backlog:  # fed faster than real time: let the writer catch up
+            time.sleep(0.01)
         rss1, uss1 = memory_mb()
         t1 = time.monotonic()
         info = session.finish()
@@ -171,7 +178,7 @@ def main() -> None:
         "clip_mb": round(clip_mb, 1),
         "bitrate_kbps": round(kbps),
         "speed_x_realtime": SPEED,
-        "malloc": "fixed mmap threshold" if tuned else "glibc default",
+        "malloc": ", ".join(tuned) or "glibc default",
         "rss_start_mb": round(rss0, 1),
         "rss_end_mb": round(rss1, 1),
         "rss_peak_mb": round(peak_rss, 1),
@@ -183,6 +190,8 @@ def main() -> None:
         "uss_growth_mb": round(uss1 - uss0, 1),
         "rss_after_finish_mb": round(rss2, 1),
         "finish_s": round(finish_s, 2),
+        "writer_backlog_mb_at_end": round(backlog_mb, 1),
+        "writer_backlog_mb_peak": round(peak_backlog / 1e6, 1),
         "ffprobe_valid": valid,
         "targets": {"growth_mb": TARGET_GROWTH_MB},
     }

@@ -172,9 +172,9 @@ async def drain_sources(seconds: float) -> None:
     """The bare process: two synthetic sources whose items are read and dropped (with the
     malloc setting edge-video applies at start)."""
     from edge.config.video import Camera
-    from edge.video.lean import fixed_mmap_threshold
+    from edge.video.lean import tune_malloc
 
-    fixed_mmap_threshold()
+    tune_malloc()
     from edge.video.sources import open_source
 
     cams = [

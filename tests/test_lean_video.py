@@ -124,3 +124,15 @@ def test_live_view_on_loads_webrtc_only_for_a_session(
     assert "aiohttp" in packages, "the local web server runs"
     assert any("/aiohttp/" in m for m in mapped)
     assert offenders(mapped - {m for m in mapped if "/aiohttp/" in m}, packages, LIVE_STACK) == []
+
+
+def test_malloc_settings_leave_a_site_choice_alone() -> None:
+    """edge-video sets glibc's arena count and mmap threshold, unless the unit's environment
+    already chose them."""
+    code = "from edge.video.lean import tune_malloc; print(' '.join(tune_malloc()))"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    default = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert default.stdout.split() == ["MALLOC_ARENA_MAX=2", "MALLOC_MMAP_THRESHOLD_=262144"]
+    env["MALLOC_ARENA_MAX"] = "4"
+    chosen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert chosen.stdout.split() == ["MALLOC_MMAP_THRESHOLD_=262144"]

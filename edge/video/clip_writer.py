@@ -4,7 +4,7 @@ The camera's packets arrive on the event loop, which must never wait for the dis
 the snapshot's decoding must not run there either. So each clip being recorded has a writer
 thread running its :class:`~edge.video.mp4.Mp4Recorder`, and the loop hands packets over
 with :meth:`ClipWriter.put`, which never blocks. The backlog between them is bounded in
-bytes (BACKLOG_BYTES: about a minute at 2 Mb/s); when the disk stalls that long, ``put``
+bytes (BACKLOG_BYTES: 30 s at 2 Mb/s, 8 s at 8 Mb/s); when the disk stalls that long, ``put``
 refuses the packet and the clip is cut there (what was written is kept). A failure to write
 (disk full, I/O error) stops the thread; ``put`` refuses from then on and :meth:`close`
 raises it as a :class:`~edge.video.mp4.ClipError` after removing the half-written file.
@@ -24,7 +24,7 @@ from edge.video.mp4 import ClipError, Mp4Recorder, Mp4Result
 
 log = logging.getLogger(__name__)
 
-BACKLOG_BYTES = 16 * 1024 * 1024
+BACKLOG_BYTES = 8 * 1024 * 1024
 
 
 class ClipWriter:
