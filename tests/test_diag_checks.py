@@ -9,7 +9,8 @@ it starts, for good) — and the data directory on a small tmpfs. The box broker
 Faults: a loop set out of band with `edge sim set`, the covered camera, the test PKI's site
 certificate (30 days of life: under the 30-day warning), the DC-09 receiver stopped, the
 central broker stopped, a site whose expired certificate the central refuses, the data disk
-filled, edge-video stopped. The last test breaks the site for good: it runs last.
+filled, edge-video stopped, edge-alarm stopped. The tests run in order: each one leaves the
+site more broken than it found it.
 """
 
 from __future__ import annotations
@@ -254,6 +255,19 @@ def test_paths_down_full_disk_and_stopped_video_are_named_within_their_hold_offs
     assert "no failure reported" in back.finding("dc09.path", "primary")["summary"]
     if box.tmpfs:  # space back; a 64 MB disk stays under the 500 MB warning
         assert diag(box.config, "system.disk").status("system.disk") == "warn"
+
+
+def test_a_stopped_edge_alarm_is_not_judged_by_the_status_it_left_behind(box: Box) -> None:
+    # Its status stays retained on the box broker; its journal says it stopped.
+    stop(box.site.proc)
+    got = diag(box.config)
+    assert got.status("service.alarm") == "fail", got.brief()
+    assert "edge-alarm stopped" in got.finding("service.alarm")["summary"]
+    for zone in ("door", "hall"):
+        found = got.finding("zone.loop", zone)
+        assert found["status"] == "unknown" and "edge-alarm is stopped" in found["summary"]
+    restarts = got.finding("service.restarts", "edge-alarm")
+    assert restarts["status"] == "ok" and "(SIGTERM)" in restarts["summary"], restarts
 
 
 @contextlib.contextmanager

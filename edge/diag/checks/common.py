@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from edge.diag.checks import journal_view
 from edge.diag.sources import Sources
 
 MB = 1024 * 1024
@@ -23,10 +24,25 @@ def duration(seconds: float) -> str:
 
 
 def alarm_status(src: Sources) -> dict[str, Any] | None:
-    """edge-alarm's status when it is running (None when down, or the bus could not be read)."""
+    """edge-alarm's status when it is running (None when down, or the bus could not be read).
+
+    edge-alarm leaves its last status retained when it stops (it sets no will), so a status
+    is also taken as stale when the journal's last start or stop record is a stop.
+    """
     if src.bus_error is not None or src.alarm is None or src.alarm.get("running") is False:
         return None
+    if stopped(src):
+        return None
     return src.alarm
+
+
+def stopped(src: Sources) -> bool:
+    """Does edge-alarm's journal end with a clean stop (no start after it)?"""
+    try:
+        rows = journal_view.recent(src, "service_started", "service_stopped")
+    except journal_view.JournalUnreadable:
+        return False
+    return bool(rows) and rows[-1].kind == "service_stopped"
 
 
 def video_status(src: Sources) -> dict[str, Any] | None:
@@ -40,6 +56,8 @@ def why_no_alarm(src: Sources) -> str:
     """Why edge-alarm's status is missing, for an ``unknown`` finding."""
     if src.bus_error is not None:
         return "the box broker does not answer"
+    if src.alarm is not None and src.alarm.get("running") is not False and stopped(src):
+        return "edge-alarm is stopped (its journal ends with service_stopped)"
     return "edge-alarm is not running (see service.alarm)"
 
 

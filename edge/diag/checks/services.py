@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from edge.diag.checks.common import stopped
 from edge.diag.model import Finding, fail, ok, unknown
 from edge.diag.registry import check
 from edge.diag.sources import Sources
@@ -37,7 +38,7 @@ def alarm(src: Sources) -> list[Finding]:
                 arming=True,
             )
         ]
-    if src.alarm.get("running") is False:
+    if src.alarm.get("running") is False or stopped(src):  # its status outlives it
         return [
             fail(
                 "service.alarm",
