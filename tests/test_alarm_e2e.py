@@ -203,3 +203,23 @@ def test_alarm_service_runs_without_openssl(box: Box) -> None:
     maps = Path(f"/proc/{box.proc.pid}/maps").read_text()
     assert "libssl" not in maps and "libcrypto" not in maps
     assert box.cli("events", "verify").returncode == 0  # built-in SHA-256, same chain
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_a_stopped_alarm_service_says_so_retained(box: Box, how: signal.Signals) -> None:
+    """A clean stop publishes it; a crash leaves it to the broker (the will): either way a
+    reader that comes later sees at once that edge-alarm is not running."""
+    up = box.watch.wait("edge/alarm/status").json()
+    assert up["running"] is True and up["ts"].endswith("+00:00")
+    box.proc.send_signal(how)
+    box.proc.wait(10)
+    late = BusWatcher("127.0.0.1", int(box.broker.port or 0), ("edge/alarm/status",))
+    try:
+        deadline = time.monotonic() + 10  # a killed client's will follows its keepalive
+        while True:
+            msg = late.wait("edge/alarm/status", timeout=max(0.1, deadline - time.monotonic()))
+            if msg.json().get("running") is False:
+                break
+        assert msg.retain or how == signal.SIGKILL
+    finally:
+        late.close()

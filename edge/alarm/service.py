@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 3600.0
 TICK_MAX_S = 1.0
+STOPPED_STATUS = b'{"v":1,"running":false}'  # edge/alarm/status once edge-alarm is gone
 STATUS_EVERY_S = 30.0
 
 
@@ -65,6 +66,8 @@ class AlarmService:
             f"edge-alarm-{cfg.site.id}",
             queue_size=cfg.bus.queue_size,
             keepalive=cfg.bus.keepalive_s,
+            # Retained, so a reader tells a stopped service from a silent one at once.
+            will=(Topics.ALARM_STATUS, STOPPED_STATUS, True),
             credentials=optional_credentials(cfg.bus.identities_dir, identity.ALARM),
         )
         self.factory = make_pin_factory(cfg.hardware)
@@ -227,6 +230,8 @@ class AlarmService:
     def status(self) -> dict[str, Any]:
         return {
             "v": 1,
+            "running": True,
+            "ts": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "site": self.cfg.site.id,
             "version": __version__,
             "uptime_s": round(time.monotonic() - self.started, 1),
@@ -326,6 +331,8 @@ class AlarmService:
         await self.uplink.close()
         self.inputs.close()
         self.outputs.close()
+        with contextlib.suppress(BusError):  # a clean stop says so (the will covers a crash)
+            await self.bus.publish(Topics.ALARM_STATUS, STOPPED_STATUS, retain=True, timeout=1.0)
         await self.bus.close()
         self.journal.close()
 
