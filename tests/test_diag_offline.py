@@ -109,6 +109,27 @@ def test_events_removed_from_the_end_of_the_journal_are_found(tmp_path: Path) ->
     assert "removed from its end" in found["summary"], found
 
 
+def test_a_journal_near_its_bound_is_a_warning(tmp_path: Path) -> None:
+    site = offline_site(tmp_path, "\n[journal]\nmax_events = 10000\nkeep_events = 500\n")
+    with Journal(tmp_path / "data" / "journal.db", keep_events=500, max_events=10_000) as journal:
+        for start in range(0, 9_400, 1_000):
+            journal.append_many(
+                [
+                    Event(Kind.TECHNICAL, details={"i": i})
+                    for i in range(start, min(start + 1_000, 9_400))
+                ]
+            )
+    first = diag(site, "journal.size")
+    assert first.status("journal.size") == "ok", first.brief()  # 9,400 rows: 94 %
+    with Journal(tmp_path / "data" / "journal.db", keep_events=500, max_events=10_000) as journal:
+        journal.append_many([Event(Kind.TECHNICAL) for _ in range(200)])
+    got = diag(site, "journal.size")
+    assert got.rc == 1, got.brief()
+    found = got.finding("journal.size")
+    assert "9600 events in the journal (96% of journal.max_events" in found["summary"]
+    assert "about to be dropped" in found["remedy"] and "journal.max_events" in found["remedy"]
+
+
 def test_outbox_backlog_is_read_from_the_file_while_edge_alarm_is_down(tmp_path: Path) -> None:
     pki = make_pki(tmp_path / "pki", (SITE,))
     extra = toml_table("central", central_section(pki, SITE, free_port()).model_dump())

@@ -148,7 +148,7 @@ def _broken(path: Path, broken: dict[str, Any]) -> Finding:
     )
 
 
-@check("journal.size", holdoff_s=300, about="journal rows against journal.max_events")
+@check("journal.size", holdoff_s=0, about="journal rows against journal.max_events")
 def journal_size(src: Sources) -> list[Finding]:
     name = "journal.size"
     path = journal_view.journal_file(src)
