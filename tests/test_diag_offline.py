@@ -149,6 +149,7 @@ def test_outbox_backlog_is_read_from_the_file_while_edge_alarm_is_down(tmp_path:
     assert "2 event(s) wait for the central station, the oldest for 40 min" in mqtt["summary"]
     assert "central.link" in mqtt["remedy"]
     assert mqtt["evidence"]["from"] == "the outbox file"
+    assert mqtt["evidence"]["oldest_seq"] == old.seq  # `edge events` shows it as #1
     dc09 = got.finding("outbox.backlog", "dc09")
     assert dc09["status"] == "warn"
     assert "1 event(s) wait for the alarm receiver, the oldest for 6 min" in dc09["summary"]

@@ -113,8 +113,9 @@ def _backlog(
     depth = int(number(stats.get("depth")) or 0)
     oldest = number(stats.get("oldest_s"))
     ev: dict[str, Any] = {"depth": depth, "age_s": round(oldest or 0.0, 1), "from": origin}
-    if number(stats.get("rejected")):
-        ev["rejected"] = int(stats["rejected"])
+    for key in ("rejected", "oldest_seq"):
+        if number(stats.get(key)):
+            ev[key] = int(stats[key])
     if transport == "mqtt" and last_ack is not None:
         ev["last_ack_age_s"] = round(max(0.0, src.now - last_ack), 1)
     path = "the central station" if transport == "mqtt" else "the alarm receiver"
@@ -145,7 +146,7 @@ def _outbox_file(src: Sources, transports: list[str]) -> dict[str, Any]:
         db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=0.2)
         try:
             rows = db.execute(
-                "SELECT transport, COUNT(*), MIN(ts) FROM pending GROUP BY transport"
+                "SELECT transport, COUNT(*), MIN(ts), MIN(seq) FROM pending GROUP BY transport"
             ).fetchall()
             rejected = dict(
                 db.execute("SELECT transport, COUNT(*) FROM rejected GROUP BY transport")
@@ -154,12 +155,12 @@ def _outbox_file(src: Sources, transports: list[str]) -> dict[str, Any]:
             db.close()
     except sqlite3.Error as exc:
         raise OSError(f"{path}: {exc}") from exc
-    found = {t: (n, first) for t, n, first in rows}
+    found = {t: (n, first, seq) for t, n, first, seq in rows}
     out: dict[str, Any] = {}
     for t in transports:
-        n, first = found.get(t, (0, None))
+        n, first, seq = found.get(t, (0, None, None))
         oldest = None if first is None else max(0.0, src.now - float(first))
-        out[t] = {"depth": n, "oldest_s": oldest, "rejected": rejected.get(t, 0)}
+        out[t] = {"depth": n, "oldest_s": oldest, "oldest_seq": seq, "rejected": rejected.get(t, 0)}
     return out
 
 
