@@ -26,8 +26,9 @@ def duration(seconds: float) -> str:
 def alarm_status(src: Sources) -> dict[str, Any] | None:
     """edge-alarm's status when it is running (None when down, or the bus could not be read).
 
-    edge-alarm leaves its last status retained when it stops (it sets no will), so a status
-    is also taken as stale when the journal's last start or stop record is a stop.
+    A status is also taken as stale when the journal's last start or stop record is a stop
+    (edge-alarm says ``running: false`` when it stops, but a box broker that was down then
+    still holds the status before it).
     """
     if src.bus_error is not None or src.alarm is None or src.alarm.get("running") is False:
         return None
@@ -56,8 +57,8 @@ def why_no_alarm(src: Sources) -> str:
     """Why edge-alarm's status is missing, for an ``unknown`` finding."""
     if src.bus_error is not None:
         return "the box broker does not answer"
-    if src.alarm is not None and src.alarm.get("running") is not False and stopped(src):
-        return "edge-alarm is stopped (its journal ends with service_stopped)"
+    if src.alarm is not None and (src.alarm.get("running") is False or stopped(src)):
+        return "edge-alarm is stopped (see service.alarm)"
     return "edge-alarm is not running (see service.alarm)"
 
 

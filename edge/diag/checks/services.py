@@ -38,7 +38,7 @@ def alarm(src: Sources) -> list[Finding]:
                 arming=True,
             )
         ]
-    if src.alarm.get("running") is False or stopped(src):  # its status outlives it
+    if src.alarm.get("running") is False or stopped(src):  # or its journal says so
         return [
             fail(
                 "service.alarm",
