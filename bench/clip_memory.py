@@ -58,12 +58,20 @@ TARGET_GROWTH_MB = 10
 
 def memory_mb() -> tuple[float, float]:
     """(RSS, USS) of this process in MB."""
+    rss, uss, _ = memory_fields()
+    return rss, uss
+
+
+def memory_fields() -> tuple[float, float, float]:
+    """(RSS, USS, anonymous) in MB. USS also counts library pages no other process maps at
+    that moment, so it jumps when other Python processes come and go; anonymous memory
+    (heaps, buffers) does not."""
     fields: dict[str, int] = {}
     for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:]:
         key, _, value = line.partition(":")
         fields[key] = int(value.split()[0])
     uss = fields["Private_Clean"] + fields["Private_Dirty"] + fields.get("Private_Hugetlb", 0)
-    return fields["Rss"] / 1024, uss / 1024
+    return fields["Rss"] / 1024, uss / 1024, fields["Anonymous"] / 1024
 
 
 def encode_pool() -> list[tuple[bytes, bool]]:
@@ -128,7 +136,7 @@ def main() -> None:
         while pkt.seconds < PRE_S:  # the ring fills before the alarm
             ring.push(pkt)
             pkt = next(packets)
-        rss0, uss0 = memory_mb()
+        rss0, uss0, anon0 = memory_fields()
         alarm_s = pkt.seconds
         session = ClipSession("bench", "ev-0", alarm_s, PRE_S, POST_S, ring, out)
         next_alarm, alarms = alarm_s + REALARM_S, 1
@@ -157,7 +165,7 @@ def main() -> None:
         backlog_mb = session.backlog / 1e6
         while session.backlog:  # fed faster than real time: let the writer catch up
             time.sleep(0.01)
-        rss1, uss1 = memory_mb()
+        rss1, uss1, anon1 = memory_fields()
         t1 = time.monotonic()
         info = session.finish()
         finish_s = time.monotonic() - t1
@@ -188,6 +196,7 @@ def main() -> None:
         "uss_start_mb": round(uss0, 1),
         "uss_end_mb": round(uss1, 1),
         "uss_growth_mb": round(uss1 - uss0, 1),
+        "anon_growth_mb": round(anon1 - anon0, 1),
         "rss_after_finish_mb": round(rss2, 1),
         "finish_s": round(finish_s, 2),
         "writer_backlog_mb_at_end": round(backlog_mb, 1),
