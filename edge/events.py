@@ -94,6 +94,11 @@ class Kind(str, Enum):
     SERVICE_STOPPED = "service_stopped"
     DISK_FULL = "disk_full"
     DISK_FULL_RESTORE = "disk_full_restore"
+    TRANSMISSION_LOST = "transmission_lost"
+    TRANSMISSION_RESTORE = "transmission_restore"
+    CLOCK_FAULT = "clock_fault"
+    CLOCK_RESTORE = "clock_restore"
+    ARM_FORCED = "arm_forced"
     JOURNAL_PRUNED = "journal_pruned"
     VIDEO_LOSS = "video_loss"
     VIDEO_RESTORE = "video_restore"
@@ -175,6 +180,17 @@ SPECS: dict[Kind, KindSpec] = {
     Kind.DISK_FULL: KindSpec("YX", 300, 1, _F, "data disk full"),
     Kind.DISK_FULL_RESTORE: KindSpec("YZ", 300, 3, _R, "data disk space back"),
     Kind.JOURNAL_PRUNED: KindSpec(None, None, 1, _LOC, "journal pruned", transmit=False),
+    # Journaled by edge-alarm's diagnostics (edge.diag.runner) once a check's hold-off passed.
+    # Every path down: SIA NT / NR "network failure / restoral"; Contact ID has no code of
+    # its own for it and receivers show 350 "communication trouble". Sent once a path is back.
+    Kind.TRANSMISSION_LOST: KindSpec("NT", 350, 1, _F, "every transmission path down"),
+    Kind.TRANSMISSION_RESTORE: KindSpec("NR", 350, 3, _R, "a transmission path back"),
+    # Clock never set or not synchronised: Contact ID 626 "time / date inaccurate"; SIA has
+    # no pair with a restore for it, so YX / YZ "service required / completed", as disk_full.
+    Kind.CLOCK_FAULT: KindSpec("YX", 626, 1, _F, "clock not set or not synchronised"),
+    Kind.CLOCK_RESTORE: KindSpec("YZ", 626, 3, _R, "clock synchronised again"),
+    # Arming forced over failing diagnostics (who, which faults): MQTT only, no code fits.
+    Kind.ARM_FORCED: KindSpec(None, None, 1, _ARM, "armed over faults (forced)"),
     # Video has no SIA / Contact ID codes: these go to the central station over MQTT only.
     Kind.VIDEO_LOSS: KindSpec(None, None, 1, _F, "video lost"),
     Kind.VIDEO_RESTORE: KindSpec(None, None, 3, _R, "video back"),

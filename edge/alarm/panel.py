@@ -183,7 +183,10 @@ class AlarmPanel(ArmingRules):
         part = self._partition(partition)
         mine = self._members(part)
         open_ = [z.id for z in mine if self._not_ready(z)]
-        return part.status(open_, [z.id for z in mine if z.bypass is not None])
+        status = part.status(open_, [z.id for z in mine if z.bypass is not None])
+        if faults := self.blocking(part.id):  # what refuses arming besides open zones
+            status["faults"] = [b.to_dict() for b in faults]
+        return status
 
     def status(self) -> dict[str, Any]:
         return {

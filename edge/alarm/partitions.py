@@ -185,6 +185,28 @@ def refusal_reason(partition: str, problems: list[str]) -> str:
     return f"cannot arm {partition}: {listed}; close them or force-arm to bypass them"
 
 
+@dataclasses.dataclass(frozen=True)
+class Blocker:
+    """A diagnostics failure that refuses arming like an open zone (edge.diag: a ``fail``
+    finding of an arming-relevant check, once its hold-off passed). ``zone``: the zone the
+    finding is about, which then blocks only its own partition."""
+
+    check: str
+    scope: str
+    summary: str
+    zone: str | None = None
+
+    def to_dict(self) -> dict[str, str]:
+        return {"check": self.check, "scope": self.scope, "summary": self.summary}
+
+
+def fault_refusal(partition: str, zones: list[str], faults: list[Blocker]) -> str:
+    """The sentence a user reads when failing diagnostics (and maybe zones) refuse arming."""
+    listed = "; ".join([*zones, *(f"{b.summary} ({b.check})" for b in faults)])
+    fix = "close the zones and fix the faults" if zones else "fix it (`edge diag`)"
+    return f"cannot arm {partition}: {listed}; {fix}, or force-arm to override"
+
+
 @dataclasses.dataclass
 class Outcome:
     """What one call produced: events to journal, output actions, and whether it succeeded."""
@@ -221,6 +243,7 @@ class ArmingRules:
     zones: dict[str, ZoneRuntime]
     partitions: dict[str, PartitionRuntime]
     siren: Siren
+    blockers: tuple[Blocker, ...] = ()  # set by edge-alarm's diagnostics after each run
 
     def _burglary_trip(
         self, zone: ZoneRuntime, at: float, details: dict[str, Any], out: Outcome
@@ -280,6 +303,20 @@ class ArmingRules:
     def _members(self, part: PartitionRuntime) -> list[ZoneRuntime]:
         return [z for z in self.zones.values() if z.cfg.partition == part.id]
 
+    def blocking(self, partition: str) -> list[Blocker]:
+        """The diagnostics failures that refuse arming ``partition`` now. A finding about a
+        zone counts only for the zone's own partition, and not for a burglary zone: the
+        open-zone rule already covers those, live, and a force bypasses them."""
+        out = []
+        for b in self.blockers:
+            zone = self.zones.get(b.zone) if b.zone is not None else None
+            if zone is not None and (
+                zone.cfg.partition != partition or is_burglary(zone.cfg) or zone.bypass
+            ):
+                continue
+            out.append(b)
+        return out
+
     def _not_ready(self, zone: ZoneRuntime) -> bool:
         """A burglary zone that prevents arming: loop not NORMAL and not bypassed."""
         return is_burglary(zone.cfg) and zone.bypass is None and zone.loop is not LoopState.NORMAL
@@ -294,9 +331,17 @@ class ArmingRules:
             reason = f"cannot arm {part.id} {mode}: it is armed {part.mode}; disarm it first"
             return self._refuse(part, mode, at, who, reason, [])
         not_ready = [z for z in self._members(part) if self._not_ready(z) and in_mode(z.cfg, mode)]
+        faults = self.blocking(part.id)
+        if faults and not force:
+            reason = fault_refusal(part.id, [_why(z) for z in not_ready], faults)
+            found = [b.to_dict() for b in faults]
+            return self._refuse(part, mode, at, who, reason, [z.id for z in not_ready], found)
         if not_ready and not force:
             reason = refusal_reason(part.id, [_why(z) for z in not_ready])
             return self._refuse(part, mode, at, who, reason, [z.id for z in not_ready])
+        if faults:  # forced over failing diagnostics: who did it, and over what
+            details = {"mode": mode, "faults": [b.to_dict() for b in faults], **who}
+            out.events.append(part.event(Kind.ARM_FORCED, at, details))
         for zone in not_ready:
             zone.bypass = BYPASS_FORCE
             details = {"reason": BYPASS_FORCE, "loop": zone.loop.value, **who}
@@ -319,11 +364,14 @@ class ArmingRules:
         who: dict[str, Any],
         reason: str,
         zones: list[str],
+        faults: list[dict[str, str]] | None = None,
     ) -> Outcome:
         """ARM_REFUSED for a user (local), ARM_FAILED (CI/454) for a schedule (transmitted)."""
         log.info("%s", reason)
         kind = Kind.ARM_FAILED if who.get("source") == "schedule" else Kind.ARM_REFUSED
         details = {"mode": mode, "reason": reason, "zones": zones, **who}
+        if faults:
+            details["faults"] = faults
         return Outcome(events=[part.event(kind, at, details)], ok=False, reason=reason)
 
     def _complete_set(self, part: PartitionRuntime, at: float, out: Outcome) -> None:

@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from edge import __version__, system
+from edge.alarm.diagnostics import AlarmDiagnostics
 from edge.alarm.disk import DiskWatch
 from edge.alarm.inputs import Inputs, Reading
 from edge.alarm.lifecycle import Lifecycle
 from edge.alarm.local import LocalControl
 from edge.alarm.outputs import OutputBank
 from edge.alarm.panel import AlarmPanel, Outcome
+from edge.alarm.remedies import Remedies
 from edge.alarm.state import PanelStateFile
 from edge.alarm.video_events import VideoEvents
 from edge.bus import Bus, Topics, identity
@@ -97,7 +99,10 @@ class AlarmService:
             status=self.health,
             restart=self._restart,
             watchdog=self.watchdog,
+            diag=self._diag_report,
+            maintain=self._maintain,
         )
+        self.remedies = Remedies(cfg, self.bus, self.uplink)
         # A full data disk is a reported fault; detection, siren and transmission go on.
         self.disk = DiskWatch(
             data, self.journal, self.uplink.outbox, self._journal_one, self._save_arming
@@ -106,6 +111,7 @@ class AlarmService:
         self.dirty_zones: set[str] = set()
         self.zone_dirty = asyncio.Event()
         self.started = time.monotonic()
+        self.diagnostics = AlarmDiagnostics(self)  # last: it reads every part above
 
     # -- event flow -------------------------------------------------------------------------
     def _journal_one(self, event: Event) -> None:
@@ -240,6 +246,7 @@ class AlarmService:
             "outputs": self.outputs.states(),
             "outbox": self.uplink.stats(),
             "disk": self.disk.status(),
+            **self.uplink.diag_fields(),
         }
 
     async def ticker(self) -> None:
@@ -294,6 +301,8 @@ class AlarmService:
             "disk": self.disk.run(lambda: self.watchdog.beat("disk")),
         }
         self.watchdog.register("disk", max_silence=30.0)
+        self.watchdog.register("diag", max_silence=30.0)
+        loops.update(self.diagnostics.loops(lambda: self.watchdog.beat("diag")))
         if self.cfg.hardware.backend == "sim":
             loops["simulator"] = self.local.run_simulator()
         if self.cfg.video.cameras:
@@ -322,6 +331,12 @@ class AlarmService:
             "faults": faults + self.disk.faults(),
             "versions": {"edge": __version__},
         }
+
+    async def _diag_report(self, nonce: str) -> dict[str, Any]:
+        return await self.diagnostics.report(nonce)
+
+    async def _maintain(self, name: str, args: dict[str, Any], operator: str) -> dict[str, Any]:
+        return await self.remedies.carry_out(name, args, operator)
 
     def _restart(self, service: str) -> None:
         log.warning("restart of %s requested by the central station", service)

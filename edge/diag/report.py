@@ -13,7 +13,7 @@ from typing import Any
 from edge import __version__
 from edge.config import SiteConfig
 from edge.diag.holdoff import HoldOff
-from edge.diag.model import Status, worst
+from edge.diag.model import Finding, Status, worst
 from edge.diag.registry import run
 from edge.diag.sources import Sources
 from edge.sitetime import SiteZone, local, site_zone
@@ -31,6 +31,11 @@ def build(
     findings = run(sources, holdoff, names)
     if state is not None:
         holdoff.save(state)
+    return assemble(cfg, findings)
+
+
+def assemble(cfg: SiteConfig, findings: list[Finding]) -> dict[str, Any]:
+    """The report of ``findings`` (worst first), as `edge diag --json` and the station get it."""
     return {
         "v": 1,
         "site": cfg.site.id,

@@ -8,7 +8,10 @@ line allows). The rules that matter most:
   central station receives as events, heartbeats and command results (``edge/up/…``);
 * edge-video, which parses network input, writes only its own reports, clips and live
   signalling, and asks edge-alarm for tele-actions on ``edge/live/action`` — edge-alarm
-  checks the site's allow-list again there;
+  checks the site's allow-list again there; it answers edge-alarm's maintenance requests
+  (``edge/remedy/video``: restart, reconnect a camera) and reads the diagnostics report;
+* only edge-alarm writes the diagnostics report (``edge/diag/report``), which local users
+  and edge-video read;
 * nobody writes ``edge/down/…`` (what the central station sends: acks, signed commands, live
   offers) or ``sites/<id>/link``: those come in through the bridge, which mosquitto runs
   inside itself, outside every ACL;
@@ -21,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from edge.bus import Topics, identity
+from edge.diag import topics as diag_topics
 from edge.uplink.topics import link
 
 # (access, topic filter) per service identity; ``{site}`` is the site id.
@@ -35,6 +39,9 @@ _ALARM = (
     ("write", "edge/up/diag"),
     ("write", "edge/live/grant"),
     ("write", "edge/live/patrol"),
+    ("write", diag_topics.REPORT),
+    ("write", diag_topics.VIDEO_REQUEST),
+    ("read", diag_topics.VIDEO_REPLY + "/#"),
     ("read", Topics.LOCAL_CMD_ALL),
     ("read", Topics.SIM_SET_ALL),
     ("read", Topics.LIVE_ACTION),
@@ -54,6 +61,9 @@ _VIDEO = (
     ("write", "edge/up/patrol/+"),
     ("write", "edge/live/reply/#"),
     ("write", Topics.LIVE_ACTION),
+    ("write", diag_topics.VIDEO_REPLY + "/#"),
+    ("read", diag_topics.VIDEO_REQUEST),
+    ("read", diag_topics.REPORT),
     ("read", "edge/events"),
     ("read", Topics.LIVE_ACTION_REPLY + "/#"),
     ("read", "edge/live/grant"),
@@ -74,6 +84,7 @@ _LOCAL_READ = (
     "edge/outputs/+/state",
     "edge/video/#",
     "edge/events",
+    diag_topics.REPORT,
     "{link}",
 )
 

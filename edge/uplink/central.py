@@ -76,6 +76,8 @@ class CentralLink:
         self.link_changed = time.monotonic()
         self.in_trouble = False
         self.pass_after = 0  # highest seq sent in the current pass over the backlog
+        self.last_beat_ts: float | None = None  # wall clock: the broker took a heartbeat
+        self.last_ack_ts: float | None = None  # wall clock: the station acknowledged
 
     def notify(self) -> None:
         """New journal rows exist: enqueue them and wake the sender."""
@@ -152,6 +154,7 @@ class CentralLink:
                 ids.extend(_ack_ids(more))
             if ids:
                 self.outbox.ack(TRANSPORT, ids)
+                self.last_ack_ts = time.time()
 
     # -- heartbeat ----------------------------------------------------------------------------
     async def run_heartbeat(self) -> None:
@@ -174,6 +177,7 @@ class CentralLink:
             )
             try:
                 await self.bus.publish(up("heartbeat"), payload, timeout=5.0)
+                self.last_beat_ts = time.time()
             except BusError as exc:
                 log.warning("heartbeat %d not published: %s", seq, exc)
 

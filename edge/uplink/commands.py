@@ -144,6 +144,10 @@ SCHEMAS: Mapping[str, Mapping[str, Arg]] = {
     },
     "diag": {},
     "restart": {"service": Arg("choice", choices=("alarm", "video", "broker"))},
+    # Safe remediation (edge.alarm.remedies): a level-1 maintainer's actions.
+    "camera_reconnect": {"camera": _IDARG},
+    "dc09_test": {},
+    "outbox_flush": {},
     "live": {"camera": _IDARG, "reason": _REASON},  # WebRTC live view (edge-video)
     "patrol": {"camera": Arg("id", required=False), "reason": _REASON},  # none: every camera
 }

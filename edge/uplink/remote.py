@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from edge.bus import Bus
@@ -27,6 +27,10 @@ VIDEO_COMMANDS = ("live", "patrol")  # carried out by edge-video, under the acce
 VIDEO_TOPICS = {"live": "edge/live/grant", "patrol": "edge/live/patrol"}
 VIDEO_REPLY_BASE = "edge/live/reply"
 VIDEO_ANSWER_S = 12.0  # a patrol decodes one GOP per camera
+# Safe remediation a level-1 maintainer may trigger (edge.alarm.remedies), and restart video.
+MAINTENANCE = ("camera_reconnect", "dc09_test", "outbox_flush")
+DiagFn = Callable[[str], Awaitable[dict[str, Any]]]
+MaintainFn = Callable[[str, dict[str, Any], str], Awaitable[dict[str, Any]]]
 
 
 class CommandChannel:
@@ -42,6 +46,8 @@ class CommandChannel:
         journal_event: Callable[[Event], None],
         restart: Callable[[str], None],
         live_access: Callable[[], str | None] = lambda: None,
+        diag: DiagFn | None = None,
+        maintain: MaintainFn | None = None,
     ) -> None:
         self.site_id = site_id
         self.bus = bus
@@ -50,6 +56,8 @@ class CommandChannel:
         self.journal_event = journal_event
         self.restart = restart
         self.live_access = live_access  # None: allowed now; else why not (policy)
+        self.diag = diag  # a fresh diagnostics report, also sent on sites/<id>/diag
+        self.maintain = maintain  # carries out a maintenance command
 
     async def run(self) -> None:
         sub = self.bus.subscribe(DOWN_CMD_ALL)
@@ -72,13 +80,23 @@ class CommandChannel:
                     answer.get("nonce"),
                     exc,
                 )
-            if isinstance(checked, Command) and checked.name == "restart" and answer["ok"]:
-                self.restart(checked.args["service"])
+            if (
+                isinstance(checked, Command)
+                and checked.name == "restart"
+                and answer["ok"]
+                and checked.args["service"] == "alarm"
+            ):
+                self.restart("alarm")  # after the result: edge-alarm stops, systemd restarts it
 
     async def carry_out(self, cmd: Command) -> dict[str, Any]:
         """Execute a verified command; a failure is an outcome with ok False, never a raise."""
         if cmd.name in VIDEO_COMMANDS:
             return await self._video(cmd)
+        if cmd.name == "diag" and self.diag is not None:
+            return await self._diag(cmd)
+        maintenance = cmd.name in MAINTENANCE or cmd.args.get("service") == "video"
+        if maintenance and self.maintain is not None:
+            return await self.maintain(cmd.name, cmd.args, cmd.operator)
         try:
             return {"ok": True, **self._dispatch(cmd)}
         except CommandError as exc:
@@ -116,6 +134,19 @@ class CommandChannel:
         answer.pop("v", None)
         return answer
 
+    async def _diag(self, cmd: Command) -> dict[str, Any]:
+        """Run the checks now; the full report goes to ``sites/<id>/diag`` (with this nonce)
+        before this result, which carries its summary."""
+        assert self.diag is not None
+        report = await self.diag(cmd.nonce)
+        return {
+            "ok": True,
+            "status": report.get("status"),
+            "counts": report.get("counts"),
+            "report": f"sites/{self.site_id}/diag",
+            "report_ts": report.get("ts"),
+        }
+
     def _dispatch(self, cmd: Command) -> dict[str, Any]:
         args, user = cmd.args, cmd.operator
         if cmd.name == "output":
@@ -129,9 +160,11 @@ class CommandChannel:
             )
         if cmd.name == "diag":
             return self.execute({"action": "status"})
+        if cmd.name in MAINTENANCE:
+            raise CommandError(f"{cmd.name} is not available on this box")
         if cmd.name == "restart":
             if args["service"] != "alarm":
-                raise CommandError(f"service {args['service']!r} is not on this box yet")
+                raise CommandError(f"service {args['service']!r} cannot be restarted remotely")
             return {"restarting": "alarm"}
         return self.execute({"action": cmd.name, **args, "user": user})
 
@@ -144,6 +177,9 @@ class CommandChannel:
         if isinstance(checked, Command):
             details["args"] = checked.args
             details["key"] = checked.key_id
+            maintenance = checked.name in MAINTENANCE or checked.name == "restart"
+            if maintenance and isinstance(answer.get("result"), dict):
+                details["result"] = answer["result"]  # what the remediation did
         kind: Kind | None = Kind.COMMAND_EXECUTED if answer["ok"] else Kind.COMMAND_REFUSED
         if answer.get("name") in VIDEO_COMMANDS:
             kind = self._video_kind(answer)  # None: edge-video reports the session's start, end

@@ -41,7 +41,12 @@ class Uplink:
         status: Callable[[], dict[str, Any]],
         restart: Callable[[str], None],
         watchdog: Watchdog,
+        diag: Any = None,
+        maintain: Any = None,
     ) -> None:
+        """``diag`` and ``maintain``: the diagnostics report and the maintenance actions the
+        signed commands ``diag``, ``restart video``, ``camera_reconnect``, ``dc09_test`` and
+        ``outbox_flush`` use (edge.uplink.remote)."""
         self.cfg = cfg
         self.watchdog = watchdog
         central = getattr(cfg, "central", None)
@@ -74,6 +79,7 @@ class Uplink:
             self.dc09 = _dc09_feed(cfg, journal, self.outbox, journal_event, watchdog.beat)
         if cfg.remote.keys:
             self.commands = _command_channel(cfg, bus, journal, execute, journal_event, restart)
+            self.commands.diag, self.commands.maintain = diag, maintain
 
     def notify(self) -> None:
         """New journal rows: wake the senders (they enqueue from the journal themselves)."""
@@ -105,6 +111,20 @@ class Uplink:
 
     def stats(self) -> dict[str, Any]:
         return self.outbox.stats() if self.outbox is not None else {}
+
+    def diag_fields(self) -> dict[str, Any]:
+        """What edge-alarm's status adds for the diagnostics (edge.diag.checks.transmission):
+        when the box broker last took a heartbeat, when the station last acknowledged."""
+        central = self.central
+        if central is None:
+            return {}
+        return {
+            "heartbeat": {
+                "interval_s": central.heartbeat.interval_s,
+                "last_ts": getattr(central, "last_beat_ts", None),
+            },
+            "central": {"last_ack_ts": getattr(central, "last_ack_ts", None)},
+        }
 
     async def close(self) -> None:
         if self.dc09 is not None:

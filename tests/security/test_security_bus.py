@@ -84,6 +84,9 @@ ATTACKS: list[tuple[str, str, dict[str, Any] | str, bool]] = [
     ("a forged heartbeat", "edge/up/heartbeat", {"v": 1, "seq": 999}, False),
     ("a forged panel status", "edge/alarm/status", {"v": 1}, True),
     ("a forged output state", "edge/outputs/gate/state", {"v": 1, "on": True}, True),
+    ("a forged diagnostics report", "edge/diag/report", {"v": 1, "status": "ok"}, True),
+    ("a forged report to the station", "edge/up/diag", {"v": 1, "status": "ok"}, False),
+    ("ask itself to restart", "edge/remedy/video", {"action": "restart"}, False),
 ]
 
 
