@@ -96,6 +96,7 @@ def from_bus(cfg: SiteConfig, credentials: Any, budget_s: float = BUS_BUDGET_S) 
 
     from edge.bus import Bus
     from edge.bus.topics import Topics
+    from edge.diag.topics import REPORT
     from edge.uplink.topics import link
 
     src = Sources(cfg)
@@ -106,6 +107,7 @@ def from_bus(cfg: SiteConfig, credentials: Any, budget_s: float = BUS_BUDGET_S) 
         topics[link(cfg.site.id)] = "link"
     if cfg.zones:
         topics[Topics.ZONE_STATE_ALL] = "zones"
+    topics[REPORT] = "report"  # edge-alarm's own run of the checks (edge.diag.retained)
     wanted = {t: len(cfg.zones) if f == "zones" else 1 for t, f in topics.items()}
 
     # The bus logs each failed attempt; the report says it once, in words.
@@ -147,6 +149,9 @@ def _store(src: Sources, field: str, payload: bytes, topic: str = "") -> None:
     except ValueError:
         return
     if not isinstance(value, dict):
+        return
+    if field == "report":
+        src.extra["report"] = value
         return
     if field == "zones":  # edge/zones/<id>/state
         parts = topic.split("/")

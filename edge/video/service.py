@@ -45,6 +45,7 @@ from edge.video.clip_index import ClipIndex, ClipRecord, clips_dir, index_path
 from edge.video.clips import ClipInfo
 from edge.video.delivery import ClipSender
 from edge.video.live.runtime import LiveRuntime
+from edge.video.maintenance import VideoMaintenance
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,9 @@ class VideoService:
         }
         self.index = ClipIndex(index_path(cfg))
         self.live = LiveRuntime(cfg, self.bus, self.cameras, self._live_report)
+        self.maintenance = VideoMaintenance(self)  # restart / reconnect asked by edge-alarm
+        if self.live.web is not None:
+            self.live.web.diag_report = self.maintenance.latest_report
         self.watchdog = system.Watchdog()
         self.sender = (  # clip files go to the central station only over its bridge
             ClipSender(
@@ -326,13 +330,14 @@ class VideoService:
         }
         self.watchdog.register("live", max_silence=30.0)
         loops.update(self.live.loops(self._beater("live")))
+        loops.update(self.maintenance.loops())
         if self.sender:
             self.watchdog.register("delivery", max_silence=150.0)
             self.watchdog.register("delivery-link", max_silence=30.0)
             loops.update(self.sender.loops())
         for cid, cam in self.cameras.items():
             self.watchdog.register(f"camera:{cid}", max_silence=10.0)
-            loops[f"camera:{cid}"] = cam.run()
+            loops[f"camera:{cid}"] = self.maintenance.camera_loop(cid)
             loops[f"tick:{cid}"] = cam.ticker(self._beater(f"camera:{cid}"))
         await supervise(loops)
 

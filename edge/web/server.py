@@ -1,9 +1,11 @@
 """The box's local web server: the installer's live-view page and WHEP on the LAN.
 
 Routes: ``GET /`` and ``/static/*`` (the page, no secret in it, no login needed to load it);
-``GET /api/site`` (cameras and outputs); ``POST /whep/{camera}`` (SDP offer in, answer out,
-RFC 9725 WHEP) and ``DELETE /whep/{camera}/{session}``. Everything but the page needs HTTP
-Basic auth against the per-box user file (there is no default password).
+``GET /api/site`` (cameras and outputs); ``GET /api/diag`` and ``GET /metrics`` (edge-alarm's
+diagnostics report as JSON and in the Prometheus text format: :mod:`edge.web.metrics`);
+``POST /whep/{camera}`` (SDP offer in, answer out, RFC 9725 WHEP) and ``DELETE
+/whep/{camera}/{session}``. Everything but the page needs HTTP Basic auth against the
+per-box user file (there is no default password).
 
 Every part is bounded: connections (:mod:`edge.web.connections`: caps per address and in
 total, read deadlines, TLS handshakes), request sizes (aiohttp's limits, set below), password
@@ -24,6 +26,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import BasicAuth, hdrs, web
@@ -44,6 +47,8 @@ from edge.web.answers import (
 from edge.web.connections import BODY_S, IDLE_S, ConnectionLimits, GuardedSite
 from edge.web.credentials import PASSWD_HINT, Credentials
 from edge.web.guard import LoginGuard
+from edge.web.metrics import CONTENT_TYPE as METRICS_TYPE
+from edge.web.metrics import api_view, render
 from edge.web.refusals import RefusalLog
 from edge.web.tls import server_context
 
@@ -92,6 +97,8 @@ class WebServer:
         self._runner: web.AppRunner | None = None
         self._site: GuardedSite | None = None
         self._ticker: asyncio.Task[None] | None = None
+        # edge-alarm's retained diagnostics report (edge-video keeps it: edge.video.maintenance)
+        self.diag_report: Callable[[], dict[str, Any] | None] = lambda: None
 
     # -- life cycle -------------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -101,6 +108,8 @@ class WebServer:
         app.router.add_get("/", self._page)
         app.router.add_get("/static/{name}", self._static)
         app.router.add_get("/api/site", self._site_info)
+        app.router.add_get("/api/diag", self._diag)
+        app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/whep/{camera}", self._offer)
         app.router.add_patch("/whep/{camera}", no_trickle("POST"))
         app.router.add_delete("/whep/{camera}/{session}", self._delete)
@@ -225,6 +234,22 @@ class WebServer:
     async def _site_info(self, request: web.Request) -> web.Response:
         await self._authorise(request)
         return web.json_response(self.hub.describe())
+
+    async def _diag(self, request: web.Request) -> web.Response:
+        await self._authorise(request)
+        report = self.diag_report()
+        if report is None:
+            raise Refusal(
+                503,
+                "no diagnostics report from edge-alarm yet: it publishes one every 10 s while "
+                "it runs (`systemctl status edge-alarm`); `edge diag` runs the checks itself",
+            )
+        return web.json_response(api_view(report))
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        await self._authorise(request)
+        body = render(self.diag_report(), self.site_id)
+        return web.Response(body=body.encode("utf-8"), headers={"Content-Type": METRICS_TYPE})
 
     async def _offer(self, request: web.Request) -> web.Response:
         camera = request.match_info["camera"]
