@@ -125,6 +125,8 @@ class DiagRunner:
             for event in self.faults.judge(findings):
                 self.journal_event(event)
             self.on_findings(findings)
+            if changed and reason == "periodic":
+                reason = "change"  # what the station is told: why this report came
             report = self._report(findings, reason, nonce, started)
             report["changed"] = changed
             self.last = report
@@ -181,7 +183,7 @@ class DiagRunner:
             await self.bus.publish(REPORT, report, retain=True, timeout=PUBLISH_S)
         except BusError as exc:
             log.debug("diagnostics report not published on the box bus: %s", exc)
-        if not self.central or not (changed or reason in ("start", "command")):
+        if not self.central or reason not in ("start", "change", "command"):
             return
         if reason == "command" or self.link_up():
             await self._to_station(report)
