@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(PY) bench/video_memory.py
 	$(PY) bench/clip_memory.py
 	$(PY) bench/live.py
+	$(PY) bench/diag.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .demo
