@@ -24,6 +24,12 @@ import pytest
 from support.site import SITE, Site
 from test_dc09_e2e import ACCOUNT, ThreadedReceiver
 
+from edge.config import parse_config
+from edge.diag.model import Finding, Status
+from edge.diag.station_faults import StationFaults, open_in_journal
+from edge.events import Event, Kind
+from edge.journal import Journal
+
 HOLDOFF = {"zone.loop": 10, "service.video": 30, "dc09.path": 30}  # the checks' own
 INTERVAL_S = 10  # edge.diag.runner.INTERVAL_S: a fault can wait this before a run sees it
 SLACK_S = 8
@@ -130,6 +136,54 @@ def journaled(site: Site, name: str) -> dict[str, Any]:
     assert rows, f"no journal row for command {name}"
     assert rows[-1]["details"]["operator"] == "maint-7"
     return rows[-1]
+
+
+# -- which faults are journaled for the station (pure, exact) ---------------------------------
+PATHS_SITE = """
+[site]
+id = "faults"
+[dc09]
+account = "1234"
+primary = { host = "127.0.0.1", port = 1 }
+secondary = { host = "127.0.0.1", port = 2 }
+[central]
+host = "central.example"
+"""
+
+
+def finding(check: str, scope: str, status: Status, summary: str = "down") -> Finding:
+    return Finding(check, status, summary, "fix it", scope=scope)
+
+
+def test_every_path_down_and_the_clock_are_journaled_once_each_way(tmp_path: Path) -> None:
+    cfg = parse_config(PATHS_SITE)
+    faults = StationFaults(cfg)
+    link_down = finding("central.link", "box", Status.FAIL)
+    one_up = [finding("dc09.path", "primary", Status.FAIL), finding("dc09.path", "secondary",
+              Status.WARN)]  # fmt: skip
+    all_down = [finding("dc09.path", p, Status.FAIL) for p in ("primary", "secondary")]
+    assert faults.judge([link_down, *one_up]) == []  # a DC-09 path still works
+    assert faults.judge([finding("central.link", "box", Status.OK), *all_down]) == []
+    lost = faults.judge([link_down, *all_down])
+    assert [e.kind for e in lost] == [Kind.TRANSMISSION_LOST]
+    assert lost[0].details["paths"] == ["dc09", "mqtt"] and len(lost[0].details["why"]) == 3
+    assert faults.judge([link_down, *all_down]) == []  # once
+    back = faults.judge([link_down, *one_up])
+    assert [e.kind for e in back] == [Kind.TRANSMISSION_RESTORE] and "duration_s" in back[0].details
+    clock = finding("system.clock", "box", Status.WARN, "the clock is not synchronised")
+    assert [e.kind for e in faults.judge([clock])] == [Kind.CLOCK_FAULT]
+    unknown_now = finding("system.clock", "box", Status.UNKNOWN)
+    assert [e.kind for e in faults.judge([unknown_now])] == [Kind.CLOCK_RESTORE]
+    # Open faults survive a restart: read back from the journal, not sent twice.
+    journal = Journal(tmp_path / "journal.db")
+    for event in (*lost, Event(Kind.CLOCK_FAULT), Event(Kind.CLOCK_RESTORE)):
+        journal.append(Event(event.kind, details=event.details))
+    journal.close()
+    reopened = open_in_journal(tmp_path / "journal.db")
+    assert reopened == {"transmission"}
+    again = StationFaults(cfg, reopened)
+    assert again.judge([link_down, *all_down]) == []
+    assert open_in_journal(tmp_path / "absent.db") == set()
 
 
 def test_the_station_gets_a_report_at_start_and_the_full_report_on_cmd_diag(box: Box) -> None:
