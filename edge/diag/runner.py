@@ -103,10 +103,6 @@ class DiagRunner:
                 continue
             self.video = body if isinstance(body, dict) else None
 
-    def wake(self) -> None:
-        """Run the checks now (something worth a look happened)."""
-        self._wake.set()
-
     # -- one run ------------------------------------------------------------------------------
     async def run_once(self, reason: str, nonce: str | None = None) -> dict[str, Any]:
         """Run every check, act on the findings and publish the report; returns it."""
