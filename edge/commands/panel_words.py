@@ -16,6 +16,7 @@ from typing import Any
 
 from edge.commands.event_words import clean
 from edge.sitetime import UTC, SiteZone, local
+from edge.words import duration
 
 # Why an output is on, when edge-alarm's status does not say: the journal's last output_on.
 WhyOn = Callable[[str, dict[str, Any]], str | None]
@@ -62,7 +63,9 @@ def status_lines(answer: dict[str, Any], zone: SiteZone, why_on: WhyOn | None = 
 def _service_line(answer: dict[str, Any], zone: SiteZone) -> str:
     version = answer.get("version") or "?"
     uptime = answer.get("uptime_s")
-    up = f", up {duration(float(uptime))}" if isinstance(uptime, (int, float)) else ""
+    up = ""
+    if isinstance(uptime, (int, float)):
+        up = f", up {duration(float(uptime), minutes_after_hours=True)}"
     seq = answer.get("journal_seq")
     last = f"; journal at #{seq}" if isinstance(seq, int) else ""
     return (
@@ -189,7 +192,7 @@ def outbox_lines(outbox: Any) -> list[str]:
         text = f"{transport} {depth} waiting"
         oldest = stats.get("oldest_s")
         if depth and isinstance(oldest, (int, float)):
-            text += f" (oldest {duration(float(oldest))})"
+            text += f" (oldest {duration(float(oldest), minutes_after_hours=True)})"
         if stats.get("rejected"):
             text += f", {stats['rejected']} rejected by the receiver"
         parts.append(text)
@@ -211,17 +214,6 @@ def disk_summary(disk: dict[str, Any], zone: SiteZone | None = None) -> str:
     if disk.get("lost"):
         text += f", {disk['lost']} lost (memory bound reached)"
     return text + f" — free space on the disk of {disk.get('path')} (docs/maintenance.md)"
-
-
-def duration(seconds: float) -> str:
-    s = int(seconds)
-    if s < 120:
-        return f"{s} s"
-    if s < 7200:
-        return f"{s // 60} min"
-    if s < 172_800:
-        return f"{s // 3600} h {s % 3600 // 60} min"
-    return f"{s // 86_400} days"
 
 
 def _when(data: dict[str, Any], key: str, zone: SiteZone | None) -> str | None:

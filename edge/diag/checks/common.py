@@ -7,20 +7,9 @@ from typing import Any
 
 from edge.diag.checks import journal_view
 from edge.diag.sources import Sources
+from edge.words import duration as duration  # the checks' words for times
 
 MB = 1024 * 1024
-
-
-def duration(seconds: float) -> str:
-    """A duration as a maintainer says it: 45 s, 12 min, 5 h, 3 days."""
-    s = max(0, int(seconds))
-    if s < 120:
-        return f"{s} s"
-    if s < 7200:
-        return f"{s // 60} min"
-    if s < 172_800:
-        return f"{s // 3600} h"
-    return f"{s // 86_400} days"
 
 
 def alarm_status(src: Sources) -> dict[str, Any] | None:

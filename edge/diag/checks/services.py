@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edge.diag.checks.common import stopped
+from edge.diag.checks.common import duration, stopped
 from edge.diag.model import Finding, fail, ok, unknown
 from edge.diag.registry import check
 from edge.diag.sources import Sources
@@ -49,7 +49,7 @@ def alarm(src: Sources) -> list[Finding]:
         ]
     uptime = float(src.alarm.get("uptime_s") or 0)
     ev = {"uptime_s": round(uptime), "version": src.alarm.get("version")}
-    return [ok("service.alarm", f"edge-alarm up for {_duration(uptime)}", evidence=ev)]
+    return [ok("service.alarm", f"edge-alarm up for {duration(uptime)}", evidence=ev)]
 
 
 @check("service.video", holdoff_s=30, about="edge-video is running (when cameras are set)")
@@ -90,14 +90,3 @@ def link(src: Sources) -> list[Finding]:
             "(docs/bridge.md); events wait in the outbox meanwhile",
         )
     ]
-
-
-def _duration(seconds: float) -> str:
-    s = int(seconds)
-    if s < 120:
-        return f"{s} s"
-    if s < 7200:
-        return f"{s // 60} min"
-    if s < 172_800:
-        return f"{s // 3600} h"
-    return f"{s // 86_400} days"
