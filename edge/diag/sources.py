@@ -95,6 +95,7 @@ def from_bus(cfg: SiteConfig, credentials: Any, budget_s: float = BUS_BUDGET_S) 
     import asyncio
 
     from edge.bus import Bus
+    from edge.bus.once import quiet_bus
     from edge.bus.topics import Topics
     from edge.diag.topics import REPORT
     from edge.uplink.topics import link
@@ -109,9 +110,6 @@ def from_bus(cfg: SiteConfig, credentials: Any, budget_s: float = BUS_BUDGET_S) 
         topics[Topics.ZONE_STATE_ALL] = "zones"
     topics[REPORT] = "report"  # edge-alarm's own run of the checks (edge.diag.retained)
     wanted = {t: len(cfg.zones) if f == "zones" else 1 for t, f in topics.items()}
-
-    # The bus logs each failed attempt; the report says it once, in words.
-    logging.getLogger("edge.bus").setLevel(logging.ERROR)
 
     async def main() -> None:
         bus = Bus(cfg.bus.url, f"edge-diag-{time.monotonic_ns()}", credentials=credentials)
@@ -136,7 +134,8 @@ def from_bus(cfg: SiteConfig, credentials: Any, budget_s: float = BUS_BUDGET_S) 
         finally:
             await bus.close()
 
-    asyncio.run(main())
+    with quiet_bus():  # the report says a failed connection once, in words
+        asyncio.run(main())
     return src
 
 
